@@ -1,0 +1,271 @@
+"""Floating-point error model: the source of every tolerance in varguard.
+
+A check never picks a tolerance by hand. It asks this module for the bound on the error of the
+quantity it compares, given the working precision ``u`` (unit roundoff), the reduction length ``n``
+and the condition number ``kappa`` of the data. Each bound names the theorem it comes from.
+
+Reductions use the probabilistic bound of Higham & Mary (2019): with independent, mean-zero
+rounding errors, a sum of n terms has relative error at most
+
+    gamma~(n, lam) = exp(lam * sqrt(n) * u + n * u^2 / (1 - u)) - 1  ~=  lam * sqrt(n) * u
+
+with probability at least 1 - 2 exp(-lam^2 (1-u)^2 / 2). The deterministic worst case,
+gamma_n = n u / (1 - n u) (Higham 2002, Lemma 3.1), is attained only by adversarial data and
+would make every check blind at n = 1e5 in float32 (gamma_n > 6e-3). We take lam = LAMBDA = 8:
+the bound fails with probability below 2.6e-14 per reduction, i.e. a false-alarm rate far below
+1e-6 for a whole run of many thousands of reductions.
+
+Variance algorithms (Chan, Golub & LeVeque 1983), with kappa = sqrt(1 + mean^2 / var):
+one-pass E[x^2] - E[x]^2 has relative error ~ n kappa^2 u; Welford ~ n kappa u; two-pass
+~ n u + n^2 kappa^2 u^2. Replacing n by the probabilistic sqrt(n) as above keeps the order in
+kappa, which is what separates a correct algorithm from the one-pass mutant.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+
+from theory.oracle import Oracle, evaluate
+
+#: lam in Higham & Mary's bound; per-reduction failure probability 2 exp(-lam^2/2) < 2.6e-14.
+LAMBDA = 8.0
+
+#: Unit roundoff u = 2^-p (round to nearest, p = significand bits incl. the implicit one).
+UNIT_ROUNDOFF = {
+    "float64": 2.0**-53,
+    "float32": 2.0**-24,
+    "bfloat16": 2.0**-8,
+    "float16": 2.0**-11,
+}
+
+#: Accumulation precision a sound implementation uses for a given storage dtype: every framework
+#: accumulates half-precision sums in float32, so a float16 accumulator is a bug, not a choice.
+ACCUMULATE_IN = {"float64": "float64", "float32": "float32", "bfloat16": "float32",
+                 "float16": "float32"}
+
+SOURCE_HM = ("Higham & Mary 2019, A New Approach to Probabilistic Rounding Error Analysis, "
+             "SIAM J. Sci. Comput. 41(5), Thm 2.4")
+SOURCE_CGL = ("Chan, Golub & LeVeque 1983, Algorithms for Computing the Sample Variance, "
+              "Am. Stat. 37(3)")
+
+
+def unit_roundoff(dtype: str) -> float:
+    key = str(dtype).removeprefix("torch.")
+    if key not in UNIT_ROUNDOFF:
+        raise ValueError(f"dtype={dtype!r} has no error model; use one of {sorted(UNIT_ROUNDOFF)}")
+    return UNIT_ROUNDOFF[key]
+
+
+def accumulation_roundoff(dtype: str) -> float:
+    return unit_roundoff(ACCUMULATE_IN[str(dtype).removeprefix("torch.")])
+
+
+def gamma(n: int | float, u: float) -> float:
+    """Deterministic gamma_n = n u / (1 - n u) (Higham 2002, Lemma 3.1)."""
+    if n * u >= 1:
+        return math.inf
+    return n * u / (1 - n * u)
+
+
+def gamma_prob(n: int | float, u: float, lam: float = LAMBDA) -> float:
+    """Higham & Mary's probabilistic gamma~_n(lam), never above the deterministic gamma_n."""
+    prob = math.expm1(lam * math.sqrt(n) * u + n * u * u / (1 - u))
+    return min(prob, gamma(n, u))
+
+
+def false_alarm_probability(lam: float = LAMBDA, u: float = 0.0) -> float:
+    """P(bound fails) per reduction: 2 exp(-lam^2 (1-u)^2 / 2)."""
+    return 2.0 * math.exp(-(lam**2) * (1 - u) ** 2 / 2)
+
+
+def kappa(mean: np.ndarray | float, var: np.ndarray | float) -> np.ndarray | float:
+    """Condition number of the variance, sqrt(1 + mean^2/var) (Chan, Golub & LeVeque 1983)."""
+    mean = np.asarray(mean, dtype=np.float64)
+    var = np.asarray(var, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt(1.0 + np.where(var > 0, mean**2 / np.where(var > 0, var, 1.0), np.inf))
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The precisions one computation runs at: storage (inputs/outputs) and accumulation."""
+
+    storage: str
+    accumulate: str
+
+    @classmethod
+    def of(cls, dtype: str, *, accumulate: str | None = None) -> Precision:
+        dtype = str(dtype).removeprefix("torch.")
+        return cls(dtype, accumulate or ACCUMULATE_IN[dtype])
+
+    @property
+    def u(self) -> float:
+        return unit_roundoff(self.storage)
+
+    @property
+    def u_acc(self) -> float:
+        return unit_roundoff(self.accumulate)
+
+    @property
+    def u_elem(self) -> float:
+        """Roundoff of elementwise steps. Reductions accumulate in ``accumulate``, but a
+        half-precision kernel may keep elementwise intermediates in its storage type (PyTorch's
+        CPU batch-norm backward does on non-contiguous bfloat16/float16 input), so each such
+        step costs up to the storage roundoff."""
+        return max(self.u, self.u_acc)
+
+
+# Number of roundings between the statistics and an output element in any sensible kernel
+# (subtract, multiply by invstd, multiply by gamma, add beta, rsqrt, fused forms of these).
+ELEMENTWISE_OPS = 6
+
+
+def bn_statistics_error(m: int, mean: np.ndarray, var: np.ndarray, prec: Precision) -> tuple:
+    """Absolute error bounds (d_mean, d_var) of batch statistics over m values per channel.
+
+    d_mean <= gamma~_m (|mean| + std): the sum of m terms of magnitude <= |mean| + |x - mean|.
+    d_var covers Welford (gamma~_m kappa var) and two-pass (d_mean^2 + (gamma~_m + 2u) var), the
+    two algorithms that are correct; one-pass exceeds it by a factor ~kappa (see module doc).
+    """
+    g = gamma_prob(m, prec.u_acc)
+    std = np.sqrt(var)
+    d_mean = g * (np.abs(mean) + std)
+    d_var = g * std * np.sqrt(mean**2 + var) + d_mean**2 + (g + 2 * prec.u_acc) * var
+    return d_mean, d_var
+
+
+def _channel(a, ndim: int, channel_axis: int = 1) -> np.ndarray:
+    shape = [1] * ndim
+    shape[channel_axis] = -1
+    return np.reshape(np.asarray(a, dtype=np.float64), shape)
+
+
+def bn_normalize_error(x_hat: np.ndarray, *, mean, var, eps: float, d_mean, d_var,
+                       prec: Precision) -> np.ndarray:
+    """Per-element bound on |x_hat_computed - x_hat| given errors d_mean, d_var of the statistics.
+
+    First-order perturbation of x_hat = (x - mean) / s, s = sqrt(var + eps):
+      |d x_hat| <= d_mean / s + |x_hat| d_var / (2 s^2) + c u_acc kappa_e (1 + |x_hat|),
+    kappa_e = sqrt(1 + mean^2 / s^2). The last term is the elementwise roundings (c of them, at
+    ``prec.u_elem``) of a kernel that folds the statistics into x * scale + shift: u |x| / s.
+    """
+    nd = x_hat.ndim
+    s2 = _channel(var, nd) + eps
+    kap = np.sqrt(1.0 + _channel(mean, nd) ** 2 / s2)
+    ax = np.abs(x_hat)
+    c = ELEMENTWISE_OPS * prec.u_elem
+    return (_channel(d_mean, nd) / np.sqrt(s2) + ax * _channel(d_var, nd) / (2 * s2)
+            + c * kap * (1 + ax))
+
+
+def bn_forward_tolerance(x_hat: np.ndarray, y: np.ndarray, *, m: int | None, mean, var,
+                         eps: float, gamma_, beta, prec: Precision) -> np.ndarray:
+    """Per-element bound on |y_computed - y| for y = gamma x_hat + beta.
+
+    Training mode (``m`` = values per channel): the batch statistics carry the errors of
+    :func:`bn_statistics_error`. Eval mode (``m=None``): the running statistics are given exactly.
+    Adds c u_acc |beta| for the affine step and u |y| for rounding to the storage dtype.
+    """
+    if m is None:
+        d_mean = d_var = np.zeros_like(np.asarray(var, dtype=np.float64))
+    else:
+        d_mean, d_var = bn_statistics_error(m, np.asarray(mean), np.asarray(var), prec)
+    e_x = bn_normalize_error(x_hat, mean=mean, var=var, eps=eps, d_mean=d_mean, d_var=d_var,
+                             prec=prec)
+    nd = x_hat.ndim
+    c = ELEMENTWISE_OPS * prec.u_elem
+    return (np.abs(_channel(gamma_, nd)) * e_x + c * np.abs(_channel(beta, nd))
+            + prec.u * np.abs(y) + _tiny(prec))
+
+
+def bn_backward_tolerance(x_hat: np.ndarray, dy: np.ndarray, dx: np.ndarray, *, m: int, mean,
+                          var, eps: float, gamma_, prec: Precision) -> tuple:
+    """Bounds on (dx, dgamma, dbeta) of training-mode batch norm, element/channel-wise.
+
+    dbeta = sum dy and dgamma = sum dy x_hat are m-term reductions (gamma~_m times the sum of
+    magnitudes) plus the propagated error of x_hat; dx = gamma/(m s) [m dy - sum dy - x_hat
+    sum(dy x_hat)] adds the errors of its two sums, of x_hat and of s, and c roundings of each
+    of its three terms' magnitudes.
+    """
+    nd = x_hat.ndim
+    axes = tuple(i for i in range(nd) if i != 1)
+    d_mean, d_var = bn_statistics_error(m, np.asarray(mean), np.asarray(var), prec)
+    e_x = bn_normalize_error(x_hat, mean=mean, var=var, eps=eps, d_mean=d_mean, d_var=d_var,
+                             prec=prec)
+    g = gamma_prob(m, prec.u_acc)
+    c = ELEMENTWISE_OPS * prec.u_elem
+    ady = np.abs(dy)
+    s_dy = ady.sum(axis=axes)
+    s_dyx = (ady * np.abs(x_hat)).sum(axis=axes)
+    s_dye = (ady * e_x).sum(axis=axes)
+    sum_dyx = (dy * x_hat).sum(axis=axes)
+    tol_dbeta = g * s_dy + prec.u * np.abs(dy.sum(axis=axes)) + _tiny(prec)
+    tol_dgamma = (g + c) * s_dyx + s_dye + prec.u * np.abs(sum_dyx) + _tiny(prec)
+    s2 = _channel(var, nd) + eps
+    scale = np.abs(_channel(gamma_, nd)) / (m * np.sqrt(s2))
+    ax = np.abs(x_hat)
+    terms = (c * (m * ady + _channel(np.abs(dy.sum(axis=axes)), nd)
+                  + ax * _channel(np.abs(sum_dyx), nd))
+             + _channel(g * s_dy, nd) + ax * _channel(tol_dgamma, nd)
+             + e_x * _channel(np.abs(sum_dyx), nd))
+    tol_dx = (scale * terms + np.abs(dx) * (_channel(d_var, nd) / (2 * s2) + c)
+              + prec.u * np.abs(dx) + _tiny(prec))
+    return tol_dx, tol_dgamma, tol_dbeta
+
+
+def running_update_error(prev_error, old, batch, d_batch, factor: float,
+                         prec: Precision) -> np.ndarray:
+    """Error of running = (1 - f) old + f batch, given the error of old and of batch."""
+    new = (1 - factor) * np.asarray(old) + factor * np.asarray(batch)
+    return ((1 - factor) * prev_error + factor * d_batch
+            + 3 * prec.u_acc * ((1 - factor) * np.abs(old) + factor * np.abs(batch))
+            + unit_roundoff("float32") * np.abs(new))
+
+
+def _tiny(prec: Precision) -> float:
+    # Absolute floor: the smallest normal of the storage type (subnormal flushing is allowed).
+    return float(np.finfo(np.float16).tiny) if prec.storage == "float16" else 1e-30
+
+
+def reduction_tolerance(abs_sum: np.ndarray, n: int, prec: Precision) -> np.ndarray:
+    """|computed sum - exact sum| <= gamma~_n * sum |terms| (+ output rounding)."""
+    return gamma_prob(n, prec.u_acc) * np.asarray(abs_sum) + _tiny(prec)
+
+
+# --- oracles: the model itself, printed by `varguard theory` ------------------------------------
+
+n, u, lam, k = sp.symbols("n u lambda kappa", positive=True)
+
+
+def _oracle(name: str, summary: str, expr: sp.Expr, params: dict, source: str) -> Oracle:
+    return Oracle(name=name, summary=summary, expr=expr, value=evaluate(expr, params),
+                  params=params, source=source)
+
+
+def oracles() -> list[Oracle]:
+    f32 = {"u": "2**-24"}
+    out = [
+        _oracle(f"rounding.u_{name}", f"unit roundoff of {name}", sp.Integer(2) ** -bits, {},
+                "IEEE 754-2008; bfloat16: Google Brain float")
+        for name, bits in (("float64", 53), ("float32", 24), ("bfloat16", 8), ("float16", 11))
+    ]
+    return out + [
+        _oracle("rounding.gamma_n", "deterministic bound on the relative error of an n-term sum",
+                n * u / (1 - n * u), {"n": 100000, **f32},
+                "Higham 2002, Accuracy and Stability of Numerical Algorithms, Lemma 3.1"),
+        _oracle("rounding.gamma_prob", f"probabilistic bound on an n-term sum (lambda={LAMBDA:g})",
+                sp.exp(lam * sp.sqrt(n) * u + n * u**2 / (1 - u)) - 1,
+                {"n": 100000, "lambda": LAMBDA, **f32}, SOURCE_HM),
+        _oracle("rounding.false_alarm", "probability the probabilistic bound fails per reduction",
+                2 * sp.exp(-(lam**2) / 2), {"lambda": LAMBDA}, SOURCE_HM),
+        _oracle("rounding.variance_one_pass", "relative error order of one-pass E[x^2]-E[x]^2",
+                n * k**2 * u, {"n": 1000, "kappa": 1e4, **f32}, SOURCE_CGL),
+        _oracle("rounding.variance_welford", "relative error order of Welford's algorithm",
+                n * k * u, {"n": 1000, "kappa": 1e4, **f32}, SOURCE_CGL),
+        _oracle("rounding.variance_two_pass", "relative error order of the two-pass algorithm",
+                n * u + n**2 * k**2 * u**2, {"n": 1000, "kappa": 1e4, **f32}, SOURCE_CGL),
+    ]
