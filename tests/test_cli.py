@@ -1,0 +1,112 @@
+"""The command line: formats, exit codes, a user's own class, clear usage errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from verify.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def varguard(*args, cwd=None, timeout=600):
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run(
+        [sys.executable, "-m", "verify", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def test_theory_json_entries_carry_value_latex_source(capsys):
+    assert main(["theory", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {"selu.alpha01", "selu.lambda01", "rounding.gamma_prob"} <= set(data)
+    for entry in data.values():
+        assert entry["value"] and entry["latex"] and entry["source"]
+    assert data["selu.alpha01"]["value"].startswith("1.67326324235437728481704299")
+
+
+@pytest.mark.parametrize("fmt,marker", [("markdown", "| oracle |"), ("latex", r"\begin{")])
+def test_theory_other_formats(capsys, fmt, marker):
+    assert main(["theory", "--format", fmt]) == 0
+    assert marker in capsys.readouterr().out
+
+
+def test_unknown_target_is_one_line_and_exit_2():
+    out = varguard("run", "--target", "no_such_module_xyz:Thing", "--profile", "quick")
+    assert out.returncode == 2
+    assert "cannot import module 'no_such_module_xyz'" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_unknown_family_and_profile_exit_2():
+    assert varguard("run", "--family", "nonsense").returncode == 2
+    assert varguard("run", "--profile", "nonsense").returncode == 2
+
+
+USER_BN = """
+import torch
+
+
+class MyBN(torch.nn.BatchNorm2d):
+    '''A user's drop-in batch norm, written outside the project.'''
+
+
+class BrokenBN(torch.nn.BatchNorm2d):
+    def forward(self, x):
+        return super().forward(x) * 1.01  # 1% off: must fail
+"""
+
+
+def test_run_a_user_class_from_outside_the_project(tmp_path):
+    pkg = tmp_path / "mypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "mybn.py").write_text(textwrap.dedent(USER_BN))
+    ok = varguard("run", "--target", "mypkg.mybn:MyBN", "--profile", "quick", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "batchnorm.forward" in ok.stdout and "passed" in ok.stdout
+    bad = varguard(
+        "run",
+        "--target",
+        "mypkg.mybn:BrokenBN",
+        "--profile",
+        "quick",
+        "--family",
+        "batchnorm",
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "exceed the bound" in bad.stdout
+    assert list((tmp_path / "varguard-repro").glob("repro_batchnorm.forward_*.py"))
+
+
+def test_torch_class_named_like_a_user_class(tmp_path):
+    out = varguard(
+        "run",
+        "--target",
+        "torch.nn:BatchNorm2d",
+        "--profile",
+        "quick",
+        "--family",
+        "batchnorm",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_mutants_command_kills_the_batchnorm_catalog():
+    out = varguard("mutants", "--family", "batchnorm")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SURVIVED" not in out.stdout
+    assert "mutation score: 13/13 killed" in out.stdout

@@ -1,0 +1,96 @@
+"""Comparing a computed array with its expected value under a per-element bound.
+
+One template for every mismatch message (after torch/testing/_comparison.py): how many elements
+broke the bound, the greatest absolute and relative error and where, and what was allowed there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The result of comparing ``actual`` with ``expected`` under ``allowed`` (per element)."""
+
+    what: str
+    bound: str  # name of the theory function the tolerance came from
+    count: int  # elements past the bound (NaN/Inf where expected is finite count too)
+    total: int
+    ratio: float  # max |error| / allowed; the check passes iff ratio <= 1
+    worst_index: tuple[int, ...]
+    worst_error: float
+    worst_allowed: float
+    max_abs: float
+    max_abs_index: tuple[int, ...]
+    max_rel: float
+    max_rel_index: tuple[int, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.ratio <= 1.0
+
+    def message(self) -> str:
+        if self.ok:
+            return (
+                f"{self.what}: within bound ({self.bound}); worst error/allowed "
+                f"{self.ratio:.3g} at index {self.worst_index}"
+            )
+        return (
+            f"{self.what}: {self.count} of {self.total} elements exceed the bound ({self.bound}).\n"
+            f"  worst error/allowed {self.ratio:.3g} at index {self.worst_index}: "
+            f"|error| {self.worst_error:.3g}, allowed {self.worst_allowed:.3g}\n"
+            f"  greatest absolute difference {self.max_abs:.3g} at index {self.max_abs_index}\n"
+            f"  greatest relative difference {self.max_rel:.3g} at index {self.max_rel_index}"
+        )
+
+
+def compare(actual, expected, allowed, *, what: str, bound: str) -> Comparison:
+    """Compare element-wise. NaN or Inf in ``actual`` where ``expected`` is finite is an
+    infinite error; matching non-finite values (same NaN or same infinity) count as exact."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        raise ShapeMismatch(f"{what}: shape {a.shape}, expected {e.shape}")
+    tol = np.broadcast_to(np.asarray(allowed, dtype=np.float64), e.shape)
+    same_nonfinite = (~np.isfinite(e)) & ((np.isnan(a) & np.isnan(e)) | (a == e))
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        err = np.where(same_nonfinite, 0.0, np.abs(a - e))
+        err = np.where(np.isnan(err), np.inf, err)
+        ratio = np.where(err == 0, 0.0, err / np.where(tol > 0, tol, 0.0))
+        rel = np.where(err == 0, 0.0, err / np.abs(e))
+    ratio = np.where(np.isnan(ratio), np.inf, ratio)
+    if a.size == 0:
+        return Comparison(what, bound, 0, 0, 0.0, (), 0.0, 0.0, 0.0, (), 0.0, ())
+    iw = _argmax(ratio)
+    ia = _argmax(err)
+    ir = _argmax(np.where(np.isnan(rel), np.inf, rel))
+    return Comparison(
+        what=what,
+        bound=bound,
+        count=int(np.count_nonzero(ratio > 1.0)),
+        total=int(a.size),
+        ratio=float(ratio[iw]),
+        worst_index=iw,
+        worst_error=float(err[iw]),
+        worst_allowed=float(tol[iw]),
+        max_abs=float(err[ia]),
+        max_abs_index=ia,
+        max_rel=float(rel[ir]),
+        max_rel_index=ir,
+    )
+
+
+class ShapeMismatch(AssertionError):
+    """The target returned an array of the wrong shape: never a tolerance question."""
+
+
+def _argmax(a: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(a)), a.shape))
+
+
+def worst(*comparisons: Comparison) -> Comparison:
+    """The comparison with the largest error/allowed ratio."""
+    return max(comparisons, key=lambda c: c.ratio)

@@ -1,0 +1,660 @@
+"""Batch-norm checks: each compares a target with the float64 reference or a theory oracle.
+
+Every tolerance is a bound from theory.rounding (named in the check's ``bound``); statistics
+errors use its probabilistic model with a false-alarm probability below 1e-13 per reduction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import numpy as np
+import torch
+from hypothesis import strategies as st
+
+from reference import batchnorm as ref
+from reference.sharding import chan_combine
+from theory import rounding
+from verify.assertions import compare, worst
+from verify.checks.base import Check, Measurement
+from verify.strategies.batchnorm import BNCase, make_affine, make_grad, make_input
+from verify.targets import batchnorm as adapter
+from verify.targets.base import Target
+
+
+def _prec(target: Target) -> rounding.Precision:
+    return rounding.Precision.of(target.dtype)
+
+
+def _training_only(target: Target) -> str | None:
+    return None if "train" in target.modes else "target exists for inference only"
+
+
+def _cases(**kw):
+    def cases(target: Target, profile) -> st.SearchStrategy[BNCase]:
+        return adapter_cases(target, profile, **kw)
+
+    return cases
+
+
+def adapter_cases(target: Target, profile, **kw) -> st.SearchStrategy[BNCase]:
+    from verify.strategies.batchnorm import bn_cases
+
+    return bn_cases(dtype=target.dtype, max_elements=profile.max_elements, **kw)
+
+
+def _known(target: Target) -> list[BNCase]:
+    """Known failure modes, tried before any search: they make mutants die deterministically."""
+    d = target.dtype
+    high_kappa = {"float32": 4.0, "float64": 6.0, "bfloat16": 1.0, "float16": 2.0}[d]
+    return [
+        BNCase(shape=(2, 3, 1, 1), dtype=d, seed=1),  # m = 2: biased vs unbiased is a factor 2
+        BNCase(shape=(8, 4, 16, 16), dtype=d, log10_kappa=high_kappa, seed=2),  # cancellation
+        BNCase(shape=(4, 2, 8, 8), dtype=d, distribution="constant", log10_scale=-2.0, seed=3),
+        BNCase(
+            shape=(16, 3, 32, 32),
+            dtype=d,
+            log10_scale=-3.0,
+            eps=1e-3,
+            momentum=None,
+            steps=3,
+            seed=4,
+        ),  # small variance: eps placement matters; cumulative average
+        BNCase(shape=(64, 2, 32, 32), dtype=d, log10_scale=1.0, seed=5),  # m = 65536 sums
+    ]
+
+
+def _reference(case: BNCase, values: np.ndarray):
+    gamma, beta = make_affine(case)
+    return ref.forward(values, gamma=gamma, beta=beta, eps=case.eps), gamma, beta
+
+
+# --- forward ---------------------------------------------------------------------------------
+
+
+def measure_forward(target: Target, case: BNCase) -> Measurement:
+    run = adapter.train_step(target, case, backward=False)
+    values = make_input(case)
+    fw, gamma, beta = _reference(case, values)
+    tol = rounding.bn_forward_tolerance(
+        fw.xhat,
+        fw.y,
+        m=case.m,
+        mean=fw.mean,
+        var=fw.var_biased,
+        eps=case.eps,
+        gamma_=gamma,
+        beta=beta,
+        prec=_prec(target),
+    )
+    c = compare(
+        run.y,
+        fw.y,
+        tol,
+        what="batchnorm forward output y",
+        bound="theory.rounding.bn_forward_tolerance",
+    )
+    return Measurement(c.ratio, c.message())
+
+
+# --- output moments ------------------------------------------------------------------------
+
+
+def measure_moments(target: Target, case: BNCase) -> Measurement:
+    """Per-channel mean 0 and variance var/(var+eps) of the normalised output (no affine)."""
+    case = dataclasses.replace(case, affine=False)
+    run = adapter.train_step(target, case, backward=False)
+    fw = ref.forward(make_input(case), eps=case.eps)
+    tol = rounding.bn_forward_tolerance(
+        fw.xhat,
+        fw.y,
+        m=case.m,
+        mean=fw.mean,
+        var=fw.var_biased,
+        eps=case.eps,
+        gamma_=np.ones(case.channels),
+        beta=np.zeros(case.channels),
+        prec=_prec(target),
+    )
+    axes = tuple(i for i in range(run.y.ndim) if i != 1)
+    # With y_t = x_hat + e, |e| <= tol: |mean(y_t)| <= mean(tol) and
+    # |var(y_t) - var(x_hat)| <= 2 mean(|x_hat| tol) + mean(tol)^2 + 2 |mean(y_t)| mean(tol).
+    mean_t = run.y.mean(axis=axes)
+    var_t = run.y.var(axis=axes)
+    mean_tol = tol.mean(axis=axes) + 1e-15
+    var_tol = (
+        2 * (np.abs(fw.xhat) * tol).mean(axis=axes)
+        + mean_tol**2
+        + 2 * np.abs(mean_t) * mean_tol
+        + 1e-15
+    )
+    expected_var = fw.var_biased / (fw.var_biased + case.eps)
+    c_mean = compare(
+        mean_t,
+        np.zeros(case.channels),
+        mean_tol,
+        what="per-channel mean of the normalised output (oracle: 0)",
+        bound="theory.batchnorm output mean 0 + bn_forward_tolerance",
+    )
+    c_var = compare(
+        var_t,
+        expected_var,
+        var_tol,
+        what="per-channel variance of the normalised output (oracle: var/(var+eps))",
+        bound="theory.batchnorm output variance + bn_forward_tolerance",
+    )
+    c = worst(c_mean, c_var)
+    return Measurement(c.ratio, c.message())
+
+
+# --- backward --------------------------------------------------------------------------------
+
+
+def measure_backward(target: Target, case: BNCase) -> Measurement:
+    run = adapter.train_step(target, case, backward=True)
+    values = make_input(case)
+    fw, gamma, _ = _reference(case, values)
+    dy = make_grad(case)
+    dx, dgamma, dbeta = ref.backward(dy, values, gamma=gamma, eps=case.eps)
+    tol_dx, tol_dg, tol_db = rounding.bn_backward_tolerance(
+        fw.xhat,
+        dy,
+        dx,
+        m=case.m,
+        mean=fw.mean,
+        var=fw.var_biased,
+        eps=case.eps,
+        gamma_=gamma,
+        prec=_prec(target),
+    )
+    bound = "theory.rounding.bn_backward_tolerance"
+    if run.dx is None:
+        return Measurement(float("inf"), "batchnorm backward: no gradient reached the input")
+    comps = [compare(run.dx, dx, tol_dx, what="batchnorm backward dx", bound=bound)]
+    if case.affine:
+        comps += [
+            compare(run.dgamma, dgamma, tol_dg, what="batchnorm backward dgamma", bound=bound),
+            compare(run.dbeta, dbeta, tol_db, what="batchnorm backward dbeta", bound=bound),
+        ]
+    c = worst(*comps)
+    return Measurement(c.ratio, c.message())
+
+
+# --- running statistics ----------------------------------------------------------------------
+
+
+def measure_running(target: Target, case: BNCase) -> Measurement:
+    """Running mean/var (unbiased), momentum None, num_batches_tracked over several steps."""
+    module = adapter.build(target, case)
+    prec = _prec(target)
+    c = case.channels
+    r_mean, r_var = np.zeros(c), np.ones(c)  # torch's initial buffers
+    e_mean, e_var = np.zeros(c), np.zeros(c)
+    nbt = 0
+    comps = []
+    for step in range(case.steps):
+        run = adapter.train_step(target, case, module, step=step, backward=False)
+        fw = ref.forward(make_input(case, step=step), eps=case.eps)
+        d_mean, d_var = rounding.bn_statistics_error(case.m, fw.mean, fw.var_biased, prec)
+        new = ref.update_running(
+            r_mean, r_var, fw.mean, fw.var_unbiased, momentum=case.momentum, num_batches_tracked=nbt
+        )
+        f = 1.0 / new.num_batches_tracked if case.momentum is None else case.momentum
+        e_mean = rounding.running_update_error(e_mean, r_mean, fw.mean, d_mean, f, prec)
+        e_var = rounding.running_update_error(
+            e_var, r_var, fw.var_unbiased, d_var * case.m / (case.m - 1), f, prec
+        )
+        r_mean, r_var, nbt = new
+        bound = "theory.rounding.running_update_error"
+        comps += [
+            compare(
+                run.running_mean,
+                r_mean,
+                e_mean + 1e-30,
+                bound=bound,
+                what=f"running_mean after step {step + 1} (momentum={case.momentum})",
+            ),
+            compare(
+                run.running_var,
+                r_var,
+                e_var + 1e-30,
+                bound=bound,
+                what=f"running_var (unbiased) after step {step + 1} (momentum={case.momentum})",
+            ),
+        ]
+        if run.num_batches_tracked is not None and run.num_batches_tracked != nbt:
+            return Measurement(
+                float("inf"),
+                f"num_batches_tracked is {run.num_batches_tracked} "
+                f"after {step + 1} training steps, expected {nbt}",
+            )
+    c_ = worst(*comps)
+    return Measurement(c_.ratio, c_.message())
+
+
+# --- eval mode ---------------------------------------------------------------------------------
+
+
+def _running_stats(case: BNCase) -> tuple[np.ndarray, np.ndarray]:
+    """Running statistics unlike the batch's, so a target that uses batch stats shows."""
+    rng = np.random.default_rng([case.seed, 30_000])
+    values = make_input(case)
+    axes = tuple(i for i in range(values.ndim) if i != 1)
+    mean, std = values.mean(axis=axes), values.std(axis=axes) + 1e-3
+    r_mean = rounding_f32(mean + std * rng.normal(0.0, 1.0, case.channels))
+    r_var = rounding_f32((std * rng.uniform(0.5, 2.0, case.channels)) ** 2)
+    return r_mean, r_var
+
+
+def rounding_f32(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.float32).astype(np.float64)
+
+
+def measure_eval(target: Target, case: BNCase) -> Measurement:
+    r_mean, r_var = _running_stats(case)
+    y = adapter.eval_forward(target, case, r_mean, r_var)
+    values = make_input(case)
+    gamma, beta = make_affine(case)
+    expected = ref.eval_forward(values, r_mean, r_var, gamma=gamma, beta=beta, eps=case.eps)
+    x_hat = (values - r_mean.reshape(1, -1, 1, 1)) / np.sqrt(r_var.reshape(1, -1, 1, 1) + case.eps)
+    tol = rounding.bn_forward_tolerance(
+        x_hat,
+        expected,
+        m=None,
+        mean=r_mean,
+        var=r_var,
+        eps=case.eps,
+        gamma_=gamma,
+        beta=beta,
+        prec=_prec(target),
+    )
+    c = compare(
+        y,
+        expected,
+        tol,
+        what="eval-mode output (running statistics)",
+        bound="theory.rounding.bn_forward_tolerance (eval: exact statistics)",
+    )
+    return Measurement(c.ratio, c.message())
+
+
+def _eval_cases(target, profile):
+    return adapter_cases(target, profile, min_m=1)
+
+
+# --- invariances -------------------------------------------------------------------------------
+
+
+def _forward_and_tol(target: Target, case: BNCase, values: np.ndarray):
+    """Target output on ``values`` (already rounded) and its bound against the reference."""
+    module = adapter.build(target, case)
+    module.train()
+    with torch.no_grad():
+        x = adapter.to_input(target, values, noncontiguous=case.noncontiguous)
+        y = adapter.call(target, module, x).to(torch.float64).cpu().numpy()
+    fw, gamma, beta = _reference(case, values)
+    tol = rounding.bn_forward_tolerance(
+        fw.xhat,
+        fw.y,
+        m=case.m,
+        mean=fw.mean,
+        var=fw.var_biased,
+        eps=case.eps,
+        gamma_=gamma,
+        beta=beta,
+        prec=_prec(target),
+    )
+    return y, tol, fw.y
+
+
+def measure_affine_invariance(target: Target, case: BNCase) -> Measurement:
+    """BN(a x + b; eps a^2) = BN(x; eps) per channel, a > 0: the output ignores input units."""
+    rng = np.random.default_rng([case.seed, 40_000])
+    # One power-of-two scale for all channels keeps eps a^2 exact; shifts differ per channel.
+    values = make_input(case)
+    # Keep a x + b finite in the storage dtype: the property is about units, not overflow.
+    peak = float(np.max(np.abs(values))) + 4.0
+    top = int(np.floor(np.log2(0.25 * float(torch.finfo(target.torch_dtype).max) / peak)))
+    a = float(2.0 ** rng.integers(-4, max(min(top, 4), -4) + 1))
+    b = rng.normal(0, 4, size=case.channels).reshape(1, -1, 1, 1)
+    shifted = rounding_values(values * a + b, case.dtype)
+    y0, tol0, ref0 = _forward_and_tol(target, case, values)
+    case1 = dataclasses.replace(case, eps=case.eps * a**2)
+    y1, tol1, ref1 = _forward_and_tol(target, case1, shifted)
+    # Both outputs are within their bound of their exact values; the exact values differ only
+    # through the rounding of a x + b, which the float64 references measure.
+    c = compare(
+        y1,
+        y0,
+        tol0 + tol1 + np.abs(ref1 - ref0),
+        what=f"BN(a x + b, eps a^2) vs BN(x, eps), a={a:g}",
+        bound="2 x theory.rounding.bn_forward_tolerance + |exact difference|",
+    )
+    return Measurement(c.ratio, c.message())
+
+
+def rounding_values(values: np.ndarray, dtype: str) -> np.ndarray:
+    from verify.strategies.common import round_to
+
+    return round_to(values, dtype)
+
+
+def measure_permutation(target: Target, case: BNCase) -> Measurement:
+    """Permuting the batch permutes the output: statistics do not depend on sample order."""
+    values = make_input(case)
+    perm = np.random.default_rng([case.seed, 50_000]).permutation(case.shape[0])
+    y0, tol0, _ = _forward_and_tol(target, case, values)
+    y1, tol1, _ = _forward_and_tol(target, case, values[perm])
+    c = compare(
+        y1,
+        y0[perm],
+        tol0[perm] + tol1,
+        what="BN(x[perm]) vs BN(x)[perm]",
+        bound="2 x theory.rounding.bn_forward_tolerance",
+    )
+    return Measurement(c.ratio, c.message())
+
+
+def measure_layout(target: Target, case: BNCase) -> Measurement:
+    """The same values in NCHW and channels_last give the same output."""
+    values = make_input(case)
+    y0, tol0, _ = _forward_and_tol(target, case, values)
+    other = "contiguous" if target.memory_format == "channels_last" else "channels_last"
+    twin = dataclasses.replace(target, memory_format=other)
+    y1, tol1, _ = _forward_and_tol(twin, case, values)
+    c = compare(
+        y1,
+        y0,
+        tol0 + tol1,
+        what=f"output in {other} vs {target.memory_format}",
+        bound="2 x theory.rounding.bn_forward_tolerance",
+    )
+    return Measurement(c.ratio, c.message())
+
+
+def measure_sharding(target: Target, case: BNCase) -> Measurement:
+    """Statistics of batch shards, combined by Chan's formula, equal the full batch's: what
+    SyncBatchNorm relies on. Each shard's statistics are read from the target's running
+    buffers after one step with momentum 1 (running = batch)."""
+    values = make_input(case)
+    n = case.shape[0]
+    cuts = (
+        sorted(set(np.random.default_rng([case.seed, 60_000]).integers(1, n, size=2)))
+        if n > 1
+        else []
+    )
+    shards = [s for s in np.split(values, cuts) if s.shape[0] * np.prod(s.shape[2:]) >= 2]
+    if sum(s.shape[0] for s in shards) != n:
+        shards = [values]
+    counts, means, m2s, d_means, d_m2s = [], [], [], [], []
+    prec = _prec(target)
+    for shard in shards:
+        scase = dataclasses.replace(case, shape=shard.shape, momentum=1.0, track_running_stats=True)
+        module = adapter.build(target, scase)
+        module.train()
+        with torch.no_grad():
+            adapter.call(target, module, adapter.to_input(target, shard))
+        m = scase.m
+        fw = ref.forward(shard, eps=case.eps)
+        d_mean, d_var = rounding.bn_statistics_error(m, fw.mean, fw.var_biased, prec)
+        counts.append(m)
+        means.append(module.running_mean.double().cpu().numpy())
+        m2s.append(module.running_var.double().cpu().numpy() * (m - 1))
+        d_means.append(d_mean)
+        # M2 = (m - 1) unbiased var = m biased var; plus the unbiased scaling's rounding.
+        d_m2s.append(m * d_var + 2 * prec.u * m * fw.var_biased)
+    mean, m2, total = chan_combine(counts, means, m2s)
+    full = ref.forward(values, eps=case.eps)
+    n_k = np.array(counts, dtype=np.float64)[:, None]
+    e_mean = (n_k * np.array(d_means)).sum(axis=0) / total
+    # M2 = sum M2_k + sum n_k (mean_k - mean)^2: first-order error of the between-shard term.
+    spread = np.abs(np.array(means) - full.mean)
+    e_m2 = np.array(d_m2s).sum(axis=0) + 2 * (n_k * spread * (np.array(d_means) + e_mean)).sum(
+        axis=0
+    )
+    c1 = compare(
+        mean,
+        full.mean,
+        e_mean + 1e-30,
+        what="Chan-combined shard mean",
+        bound="theory.rounding.bn_statistics_error per shard",
+    )
+    c2 = compare(
+        m2 / (total - 1),
+        full.var_unbiased,
+        e_m2 / (total - 1) + 1e-30,
+        what=f"Chan-combined unbiased variance of {len(shards)} shards",
+        bound="theory.rounding.bn_statistics_error per shard",
+    )
+    c = worst(c1, c2)
+    return Measurement(c.ratio, c.message())
+
+
+# --- hygiene: the input is not mutated, every output element is written --------------------
+
+
+def measure_no_mutation(target: Target, case: BNCase) -> Measurement:
+    """Neither training (forward + backward) nor no-grad inference may write to the input."""
+    before = make_input(case)
+    run = adapter.train_step(target, case, backward=True)
+    module = adapter.build(target, case)
+    module.eval()
+    x = adapter.to_input(target, before, noncontiguous=case.noncontiguous)
+    with torch.no_grad():
+        adapter.call(target, module, x)
+    for where, after in (
+        ("training forward/backward", run.input_after),
+        ("no-grad eval forward", x.to(torch.float64).cpu().numpy()),
+    ):
+        diff = ~((after == before) | (np.isnan(before) & np.isnan(after)))
+        if diff.any():
+            idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), before.shape))
+            return Measurement(
+                float("inf"),
+                f"{where} changed {int(diff.sum())} of "
+                f"{before.size} input elements, first at {idx}",
+            )
+    return Measurement(0.0, "input unchanged by training and by no-grad inference")
+
+
+@contextlib.contextmanager
+def _poisoned_memory():
+    """Uninitialised tensors come back filled with NaN (torch's deterministic-mode switch)."""
+    prev = torch.are_deterministic_algorithms_enabled()
+    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    import torch.utils.deterministic as det
+
+    prev_fill = det.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    det.fill_uninitialized_memory = True
+    try:
+        yield
+    finally:
+        det.fill_uninitialized_memory = prev_fill
+        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+
+
+def measure_poisoned(target: Target, case: BNCase) -> Measurement:
+    with _poisoned_memory():
+        run = adapter.train_step(target, case, backward=True)
+    outputs = {"y": run.y, "dx": run.dx, "dgamma": run.dgamma, "dbeta": run.dbeta}
+    values = make_input(case)
+    fw, _, _ = _reference(case, values)
+    for name, arr in outputs.items():
+        if arr is None:
+            continue
+        bad = np.isnan(arr) & np.isfinite(fw.y).all()
+        if bad.any():
+            idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), arr.shape))
+            return Measurement(
+                float("inf"),
+                f"{name}: {int(bad.sum())} of {arr.size} elements "
+                f"left unwritten (NaN poison) first at {idx}",
+            )
+    return Measurement(0.0, "every output element written")
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class BadInputCase:
+    kind: str  # "one_value_per_channel" | "wrong_rank" | "wrong_channels"
+    channels: int = 3
+    seed: int = 0
+
+
+def _bad_cases(target, profile):
+    return st.builds(
+        BadInputCase,
+        kind=st.sampled_from(["one_value_per_channel", "wrong_rank", "wrong_channels"]),
+        channels=st.integers(1, 8),
+        seed=st.integers(0, 1000),
+    )
+
+
+def measure_bad_input(target: Target, case: BadInputCase) -> Measurement:
+    c = case.channels
+    shape = {
+        "one_value_per_channel": (1, c, 1, 1),
+        "wrong_rank": (4, c),
+        "wrong_channels": (4, c + 1, 3, 3),
+    }[case.kind]
+    bn_case = BNCase(shape=(2, c, 1, 1), dtype=target.dtype, seed=case.seed)
+    module = adapter.build(target, bn_case)
+    module.train()
+    values = np.random.default_rng(case.seed).normal(size=shape)
+    x = torch.from_numpy(values).to(device=target.device, dtype=target.torch_dtype)
+    try:
+        with torch.no_grad():
+            adapter.call(target, module, x)
+    except (ValueError, RuntimeError, TypeError, AssertionError) as exc:
+        if str(exc).strip():
+            return Measurement(0.0, f"{case.kind}: raised {type(exc).__name__}: {exc}")
+        return Measurement(
+            float("inf"), f"{case.kind}: raised {type(exc).__name__} with no message"
+        )
+    return Measurement(
+        float("inf"),
+        f"{case.kind}: input of shape {shape} to a "
+        f"{c}-channel batch norm in training was accepted silently",
+    )
+
+
+def _bad_known(target):
+    return [
+        BadInputCase(kind) for kind in ("one_value_per_channel", "wrong_rank", "wrong_channels")
+    ]
+
+
+CHECKS = [
+    Check(
+        "batchnorm.forward",
+        "training forward vs the float64 two-pass reference",
+        "theory.rounding.bn_forward_tolerance",
+        _cases(),
+        measure_forward,
+        _known,
+        _training_only,
+    ),
+    Check(
+        "batchnorm.moments",
+        "per-channel output mean 0 and variance var/(var+eps)",
+        "theory.batchnorm + theory.rounding.bn_forward_tolerance",
+        _cases(),
+        measure_moments,
+        _known,
+        _training_only,
+    ),
+    Check(
+        "batchnorm.backward",
+        "dx, dgamma, dbeta vs the closed form",
+        "theory.rounding.bn_backward_tolerance",
+        _cases(),
+        measure_backward,
+        _known,
+        _training_only,
+    ),
+    Check(
+        "batchnorm.running_stats",
+        "running mean/var (unbiased), momentum None, num_batches_tracked",
+        "theory.rounding.running_update_error",
+        _cases(steps=3),
+        measure_running,
+        _known,
+        _training_only,
+    ),
+    Check(
+        "batchnorm.eval",
+        "eval mode normalises with the running statistics",
+        "theory.rounding.bn_forward_tolerance (exact statistics)",
+        _eval_cases,
+        measure_eval,
+        _known,
+    ),
+    Check(
+        "batchnorm.affine_invariance",
+        "BN(a x + b, eps a^2) = BN(x, eps)",
+        "theory.rounding.bn_forward_tolerance",
+        _cases(),
+        measure_affine_invariance,
+        _known,
+        _training_only,
+    ),
+    Check(
+        "batchnorm.permutation",
+        "permuting the batch permutes the output",
+        "theory.rounding.bn_forward_tolerance",
+        _cases(),
+        measure_permutation,
+        _known,
+        _training_only,
+    ),
+    Check(
+        "batchnorm.layout",
+        "NCHW and channels_last agree",
+        "theory.rounding.bn_forward_tolerance",
+        _cases(),
+        measure_layout,
+        _known,
+        _training_only,
+    ),
+    Check(
+        "batchnorm.sharding",
+        "shard statistics combined by Chan's formula equal the batch's",
+        "theory.rounding.bn_statistics_error",
+        _cases(),
+        measure_sharding,
+        _known,
+        _training_only,
+    ),
+    Check(
+        "batchnorm.no_mutation",
+        "forward and backward leave the input unchanged",
+        "exact",
+        _cases(),
+        measure_no_mutation,
+        _known,
+        _training_only,
+    ),
+    Check(
+        "batchnorm.poisoned_outputs",
+        "every output element is written (NaN-filled memory)",
+        "exact",
+        _cases(),
+        measure_poisoned,
+        _known,
+        _training_only,
+    ),
+    Check(
+        "batchnorm.bad_input",
+        "one value per channel, wrong rank, wrong channel count raise a clear error",
+        "exact",
+        _bad_cases,
+        measure_bad_input,
+        _bad_known,
+        _training_only,
+        max_examples=lambda profile: 6,
+    ),
+]

@@ -1,0 +1,42 @@
+"""Profiles: how hard the harness searches. quick runs in CI, standard is the default report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    examples: int  # Hypothesis examples per (target, check), before the fixed known-bad cases
+    max_elements: int  # cap on N*C*H*W of one batch-norm case
+    compiled_examples: int  # torch.compile recompiles per shape (~2 s each on CPU): fewer
+    statistical_samples: int  # samples per statistical test (init laws, SELU moments)
+
+
+PROFILES = {
+    "quick": Profile(
+        "quick", examples=12, max_elements=20_000, compiled_examples=3, statistical_samples=200_000
+    ),
+    "standard": Profile(
+        "standard",
+        examples=40,
+        max_elements=400_000,
+        compiled_examples=8,
+        statistical_samples=1_000_000,
+    ),
+    "release": Profile(
+        "release",
+        examples=300,
+        max_elements=2_000_000,
+        compiled_examples=40,
+        statistical_samples=4_000_000,
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"profile={name!r} is unknown; use one of {sorted(PROFILES)}") from None

@@ -1,0 +1,36 @@
+"""Plain-text tables for the terminal."""
+
+from __future__ import annotations
+
+from verify.checks.base import CheckResult
+
+
+def ratio_str(r: float | None) -> str:
+    return "-" if r is None else f"{r:.3g}"
+
+
+def format_row(r: CheckResult) -> str:
+    return (
+        f"{r.target:28s} {r.check:30s} {r.status:7s} {ratio_str(r.worst_ratio):>9s} "
+        f"{r.examples:5d} {r.seconds:7.1f}s"
+    )
+
+
+HEADER = f"{'target':28s} {'check':30s} {'status':7s} {'worst':>9s} {'cases':>5s} {'time':>8s}"
+
+
+def summary(results: list[CheckResult]) -> str:
+    counts = {
+        s: sum(r.status == s for r in results) for s in ("passed", "failed", "error", "skipped")
+    }
+    return ", ".join(f"{n} {s}" for s, n in counts.items())
+
+
+def failure_details(results: list[CheckResult]) -> str:
+    out = []
+    for r in results:
+        if r.status in ("failed", "error"):
+            out.append(f"--- {r.status.upper()}: {r.check} on {r.target}\n{r.message}")
+            if r.counterexample:
+                out.append(f"  counterexample: {r.counterexample}")
+    return "\n".join(out)

@@ -1,0 +1,112 @@
+"""What a target is: a real implementation behind one small adapter, and where it can run."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from verify.families import FAMILIES
+
+
+@dataclass(frozen=True)
+class KnownDefect:
+    """A defect of the implementation itself, found by varguard, not a fault of the suite.
+
+    The search steps around the cases it ``matches`` so that it cannot mask other failures, and
+    every run measures its ``example`` again and reports whether it is still present.
+    """
+
+    checks: tuple[str, ...]
+    description: str
+    matches: Callable[[Any], bool]
+    example: Any
+
+
+@dataclass(frozen=True)
+class Target:
+    """An implementation under test.
+
+    ``factory`` is family-specific: for ``batchnorm`` a drop-in for ``torch.nn.BatchNorm2d``'s
+    constructor; for ``init`` a function ``(tensor, **kw)`` like ``torch.nn.init.xavier_uniform_``;
+    for ``selu`` a module class; for ``residual`` a block constructor. The remaining fields say how
+    the adapter calls it (dtype, memory layout, autocast, torch.compile, device) and what it
+    needs to run at all.
+    """
+
+    name: str
+    family: str
+    factory: Callable[..., Any]
+    description: str = ""
+    dtype: str = "float32"
+    memory_format: str = "contiguous"  # or "channels_last"
+    autocast: str | None = None  # dtype name autocast runs in, if any
+    compile: bool = False
+    device: str = "cpu"
+    # "train" targets are checked in training and eval mode; "eval" ones (conv-BN folding)
+    # exist only for inference.
+    modes: tuple[str, ...] = ("train", "eval")
+    requires: tuple[str, ...] = ()  # "cuda", "triton", "compile", "multi-gpu"
+    known_defects: tuple[KnownDefect, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"Target {self.name!r}: family={self.family!r}, use one of {FAMILIES}")
+
+    def unavailable(self) -> str | None:
+        """Why this target cannot run on this machine, or None if it can."""
+        for need in self.requires:
+            reason = _REQUIREMENTS[need]()
+            if reason:
+                return reason
+        return None
+
+    def autocast_context(self):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.split(":")[0], dtype=getattr(torch, self.autocast))
+
+    def defects_for(self, check: str) -> tuple[KnownDefect, ...]:
+        return tuple(d for d in self.known_defects if check in d.checks)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
+
+
+def _need_cuda() -> str | None:
+    return None if torch.cuda.is_available() else "needs a CUDA GPU; none on this machine"
+
+
+def _need_multi_gpu() -> str | None:
+    if not torch.cuda.is_available() or torch.cuda.device_count() < 2:
+        return "needs two or more CUDA GPUs"
+    return None
+
+
+def _need_triton() -> str | None:
+    if importlib.util.find_spec("triton") is None:
+        return "needs triton (pip install 'varguard[triton]')"
+    return None
+
+
+def _need_compile() -> str | None:
+    # Inductor's CPU backend compiles C++; without a compiler torch.compile cannot run.
+    import shutil
+
+    if not torch.cuda.is_available() and not (shutil.which("g++") or shutil.which("c++")):
+        return "torch.compile on CPU needs a C++ compiler (g++); none found"
+    return None
+
+
+_REQUIREMENTS: dict[str, Callable[[], str | None]] = {
+    "cuda": _need_cuda,
+    "multi-gpu": _need_multi_gpu,
+    "triton": _need_triton,
+    "compile": _need_compile,
+}
