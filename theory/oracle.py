@@ -52,15 +52,18 @@ class Oracle:
 
     def as_float(self) -> float | list:
         if isinstance(self.value, mpmath.matrix):
-            return [[float(self.value[i, j]) for j in range(self.value.cols)]
-                    for i in range(self.value.rows)]
+            return [
+                [float(self.value[i, j]) for j in range(self.value.cols)]
+                for i in range(self.value.rows)
+            ]
         return float(self.value)
 
     def value_str(self, digits: int = 16) -> str:
         if isinstance(self.value, mpmath.matrix):
             rows = [
-                "[" + ", ".join(mpmath.nstr(self.value[i, j], digits) for j in
-                                range(self.value.cols)) + "]"
+                "["
+                + ", ".join(mpmath.nstr(self.value[i, j], digits) for j in range(self.value.cols))
+                + "]"
                 for i in range(self.value.rows)
             ]
             return "[" + ", ".join(rows) + "]"
@@ -87,7 +90,7 @@ def evaluate(expr: sp.Basic, params: Mapping[str, Any], digits: int = DIGITS) ->
     with mpmath.workdps(digits):
         if isinstance(expr, sp.MatrixBase):
             m = expr.subs(subs).evalf(digits)
-            return mpmath.matrix([[mpmath.mpf(str(m[i, j])) for j in range(m.cols)]
-                                  for i in range(m.rows)])
+            return mpmath.matrix(
+                [[mpmath.mpf(str(m[i, j])) for j in range(m.cols)] for i in range(m.rows)]
+            )
         return mpmath.mpf(str(sp.N(expr.subs(subs), digits)))
-

@@ -263,6 +263,9 @@ def bn_backward_tolerance(
         + _channel(g * s_dy, nd)
         + ax * _channel(tol_dgamma, nd)
         + e_x * _channel(np.abs(sum_dyx), nd)
+        # second order: x_hat's own error times that of sum(dy x_hat); it matters where
+        # x_hat = 0 exactly (constant channels) and the first-order terms vanish.
+        + e_x * _channel(s_dye, nd)
     )
     tol_dx = (
         scale * terms
