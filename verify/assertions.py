@@ -47,11 +47,26 @@ class Comparison:
         )
 
 
-def compare(actual, expected, allowed, *, what: str, bound: str) -> Comparison:
+def compare(
+    actual, expected, allowed, *, what: str, bound: str, storage: str | None = None
+) -> Comparison:
     """Compare element-wise. NaN or Inf in ``actual`` where ``expected`` is finite is an
-    infinite error; matching non-finite values (same NaN or same infinity) count as exact."""
+    infinite error; matching non-finite values (same NaN or same infinity) count as exact.
+
+    ``storage``: the dtype ``actual`` is stored in. An exact value beyond its range rounds to
+    +-inf under IEEE 754, so there the expected value is that infinity.
+    """
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
+    if storage is not None and e.shape == a.shape:
+        from verify.strategies.common import round_to
+
+        with np.errstate(invalid="ignore"):
+            e = np.where(
+                np.isinf(round_to(np.nan_to_num(e), storage)) & np.isfinite(e),
+                np.sign(e) * np.inf,
+                e,
+            )
     if a.shape != e.shape:
         raise ShapeMismatch(f"{what}: shape {a.shape}, expected {e.shape}")
     tol = np.broadcast_to(np.asarray(allowed, dtype=np.float64), e.shape)

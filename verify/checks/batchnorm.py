@@ -94,6 +94,7 @@ def measure_forward(target: Target, case: BNCase) -> Measurement:
         tol,
         what="batchnorm forward output y",
         bound="theory.rounding.bn_forward_tolerance",
+        storage=target.dtype,
     )
     return Measurement(c.ratio, c.message())
 
@@ -171,7 +172,9 @@ def measure_backward(target: Target, case: BNCase) -> Measurement:
     bound = "theory.rounding.bn_backward_tolerance"
     if run.dx is None:
         return Measurement(float("inf"), "batchnorm backward: no gradient reached the input")
-    comps = [compare(run.dx, dx, tol_dx, what="batchnorm backward dx", bound=bound)]
+    comps = [
+        compare(run.dx, dx, tol_dx, what="batchnorm backward dx", bound=bound, storage=target.dtype)
+    ]
     if case.affine:
         comps += [
             compare(run.dgamma, dgamma, tol_dg, what="batchnorm backward dgamma", bound=bound),
@@ -275,6 +278,7 @@ def measure_eval(target: Target, case: BNCase) -> Measurement:
         tol,
         what="eval-mode output (running statistics)",
         bound="theory.rounding.bn_forward_tolerance (eval: exact statistics)",
+        storage=target.dtype,
     )
     return Measurement(c.ratio, c.message())
 

@@ -230,14 +230,25 @@ def eval_forward(
 
 # --- the built-in batch-norm targets --------------------------------------------------------
 
+
+def _dy_dot_centered_overflows_fp16(case: BNCase) -> bool:
+    x, dy = make_input(case), make_grad(case)
+    axes = tuple(i for i in range(x.ndim) if i != 1)
+    centered = x - x.mean(axis=axes, keepdims=True)
+    return bool(np.max(np.abs((dy * centered).sum(axis=axes))) >= 65504.0)
+
+
 #: Found by varguard on torch 2.13.0 (CPU): the backward of BatchNorm2d on a *non-contiguous*
-#: float16 input keeps x - mean in float16, so values near the float16 limit overflow and dx
-#: comes back as +-inf (the contiguous path is right: dx ~ 1e-5).
+#: float16 input keeps sum(dy * (x - mean)) in float16, so once it passes 65504 dx comes back
+#: as +-inf (the contiguous path is right). Measured: values near the float16 limit, or one
+#: outlier of 3.7e4 among 63 values.
 FP16_NONCONTIGUOUS_BACKWARD_OVERFLOW = KnownDefect(
     checks=("batchnorm.backward", "batchnorm.poisoned_outputs"),
     description="torch CPU BatchNorm2d backward returns inf on non-contiguous float16 input "
-    "near the float16 limit (x - mean overflows in float16)",
-    matches=lambda case: case.noncontiguous and case.distribution == "near_float16_max",
+    "when sum(dy * (x - mean)) exceeds 65504 (it is accumulated in float16)",
+    matches=lambda case: (
+        case.dtype == "float16" and case.noncontiguous and _dy_dot_centered_overflows_fp16(case)
+    ),
     example=BNCase(
         shape=(1, 1, 1, 3),
         dtype="float16",
