@@ -1,27 +1,33 @@
-"""The harness subcommands: `varguard run` and `varguard mutants`."""
+"""The harness subcommands: `varguard run`, `varguard gate` and `varguard mutants`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from datetime import date
 from pathlib import Path
 
-from verify.cli import EXIT_FAILED, EXIT_OK, UsageError
+from verify.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from verify.families import FAMILIES
 from verify.profiles import PROFILES, get_profile
+
+#: Per-check wall-clock limit in isolated runs, by profile (a hung target is killed after it).
+TIMEOUTS = {"quick": 300.0, "standard": 900.0, "release": 3600.0}
 
 
 def add_commands(sub) -> None:
     p = sub.add_parser(
         "run",
-        help="verify targets against the oracles and references",
-        description="Run every check of each target's family and print a table. With no "
-        "--target, every built-in target is run; those that cannot run on this machine are "
-        "reported as skipped with the reason.",
+        help="verify targets and write a report (the main job)",
+        description="Run every check of each target's family, stream results to "
+        "OUT/results.jsonl as they finish, and write OUT/report.json, report.md, report.html "
+        "and a reproduction script per failure. With no --target, every built-in target is "
+        "run; those that cannot run on this machine are reported as skipped with the reason.",
         epilog="Targets: a built-in name (see --list), mutant:NAME, package.module:Name (a "
         "drop-in for torch.nn.BatchNorm2d, or a verify.targets.base.Target), or an entry point "
         "in the 'varguard.targets' group. Exit codes: 0 all passed, 1 a check failed or "
-        "errored, 2 usage error.",
+        "errored (or, with --baseline, the gate blocks), 2 usage error.",
     )
     p.add_argument(
         "--target",
@@ -43,13 +49,62 @@ def add_commands(sub) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0)")
     p.add_argument(
-        "--repro-dir",
+        "--out", type=Path, default=None, help="report folder (default reports/<date>-<device>)"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in --out: finished checks are kept",
+    )
+    p.add_argument(
+        "--baseline",
         type=Path,
-        default=Path("varguard-repro"),
-        help="where reproduction scripts of failures are written",
+        metavar="REPORT",
+        help="gate against this report.json (or its folder): exit 1 on a new failure or drift",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="gate: relative growth of a worst ratio that counts as drift (0.5)",
+    )
+    p.add_argument(
+        "--corpus",
+        type=Path,
+        default=Path("varguard-corpus"),
+        help="regression corpus of counterexamples, replayed first (folder)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="per-check limit in seconds (default by profile: quick 300, "
+        "standard 900, release 3600)",
+    )
+    p.add_argument(
+        "--no-isolation",
+        action="store_true",
+        help="run targets in this process (faster; a crashing target ends the run)",
     )
     p.add_argument("--list", action="store_true", help="list the built-in targets and exit")
     p.set_defaults(func=cmd_run)
+
+    g = sub.add_parser(
+        "gate",
+        help="compare two reports: exit 1 on a new failure or drift",
+        description="Compare NEW with the baseline OLD (report.json files or their folders) "
+        "and print what changed. Exit 1 when a check that passed now fails or errors, or its "
+        "worst error/allowed ratio grew past --threshold.",
+    )
+    g.add_argument("old", type=Path, help="baseline report.json (or its folder)")
+    g.add_argument("new", type=Path, help="new report.json (or its folder)")
+    g.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="relative growth of a worst ratio that counts as drift (default 0.5)",
+    )
+    g.set_defaults(func=cmd_gate)
 
     m = sub.add_parser(
         "mutants",
@@ -64,20 +119,42 @@ def add_commands(sub) -> None:
     m.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0)")
     m.set_defaults(func=cmd_mutants)
 
+    _add_optional(sub)
 
-def _resolve_targets(specs: list[str] | None, families: list[str] | None):
+
+def _add_optional(sub) -> None:
+    # Commands whose modules arrive with their own issues register themselves here.
+    try:
+        from verify.converge.command import add_command
+    except ImportError:
+        return
+    add_command(sub)
+
+
+def resolve_targets(specs: list[str] | None, families: list[str] | None):
+    """[(spec, Target)]: the spec is what a worker process resolves again."""
     from verify.targets import TargetError, builtin, resolve
 
     if not specs:
-        return [t for t in builtin() if not families or t.family in families]
+        return [(t.name, t) for t in builtin() if not families or t.family in families]
     try:
-        return [resolve(s) for s in specs]
+        return [(s, resolve(s)) for s in specs]
     except TargetError as exc:
         raise UsageError(str(exc)) from None
 
 
+def _default_out() -> Path:
+    from verify.report.metadata import device, device_slug
+
+    return Path("reports") / f"{date.today().isoformat()}-{device_slug(device())}"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from verify import runner, table
+    from verify import table
+    from verify.checks import checks_for
+    from verify.isolation import Job, run_jobs
+    from verify.progress import Progress
+    from verify.report import corpus, gate, metadata, results, writer
     from verify.targets import builtin
 
     if args.list:
@@ -88,41 +165,117 @@ def cmd_run(args: argparse.Namespace) -> int:
                 + (f"  [skipped here: {reason}]" if reason else "")
             )
         return EXIT_OK
-    targets = _resolve_targets(args.target, args.family)
-    profile = get_profile(args.profile)
-    print(table.HEADER, flush=True)
-    results = runner.run(
-        targets,
-        profile=profile,
-        seed=args.seed,
-        families=args.family,
-        on_result=lambda r: print(table.format_row(r), flush=True),
-    )
-    if not results:
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError(f"--timeout={args.timeout}: give a positive number of seconds")
+    baseline = None
+    if args.baseline:
+        try:
+            baseline = writer.load(args.baseline)
+        except (FileNotFoundError, ValueError) as exc:
+            raise UsageError(f"--baseline {args.baseline}: {exc}") from None
+    pairs = resolve_targets(args.target, args.family)
+    wanted = set(args.family or FAMILIES)
+    out = args.out or _default_out()
+    stream_path = out / results.FILENAME
+    if args.resume and not stream_path.exists():
+        raise UsageError(f"--resume: no {stream_path} to continue; run without --resume first")
+    done = results.done_pairs(stream_path) if args.resume else set()
+    jobs = []
+    for spec, t in pairs:
+        if t.family not in wanted:
+            continue
+        names = tuple(c.name for c in checks_for(t.family) if (t.name, c.name) not in done)
+        if names:
+            jobs.append(Job(spec=spec, target=t.name, family=t.family, checks=names))
+    if not jobs and not done:
         raise UsageError("no checks apply: the targets' families and --family do not overlap")
-    details = table.failure_details(results)
-    if details:
-        print("\n" + details)
-        written = _write_repros(results, args.repro_dir)
-        if written:
-            print(f"\nreproduction scripts: {', '.join(str(p) for p in written)}")
-    print(f"\n{table.summary(results)}")
-    return runner.exit_status(results)
+
+    meta = metadata.collect(seed=args.seed, profile=args.profile)
+    stream = results.ResultStream(stream_path, meta, resume=args.resume)
+    total = sum(len(j.checks) for j in jobs)
+    progress = Progress(total)
+    started = time.monotonic()
+    print(f"writing {out}/ ({total} checks{f', {len(done)} kept from before' if done else ''})")
+    print(table.HEADER, flush=True)
+
+    def on_result(r) -> None:
+        stream.append(r)
+        if r.status == "failed" and r.counterexample:
+            corpus.save(args.corpus, r.check, r.target, _case_of(r))
+        progress.advance()
+        progress.clear()
+        print(table.format_row(r), flush=True)
+
+    timeout = args.timeout or TIMEOUTS[args.profile]
+    if args.no_isolation:
+        _run_in_process(jobs, pairs, args, progress, on_result)
+    else:
+        run_jobs(
+            jobs,
+            profile=args.profile,
+            seed=args.seed,
+            timeout=timeout,
+            corpus_root=str(args.corpus),
+            on_start=progress.start,
+            on_result=on_result,
+        )
+    progress.clear()
+    report = writer.write(out, wall_seconds=round(time.monotonic() - started, 1))
+    bad = [r for r in report["results"] if r["status"] in ("failed", "error")]
+    for r in bad:
+        print(f"\n--- {r['status'].upper()}: {r['check']} on {r['target']}\n{r['message']}")
+        if r.get("repro_path"):
+            print(f"  reproduce: python {out / r['repro_path']}")
+    s = report["summary"]
+    print(
+        f"\n{s['passed']} passed, {s['failed']} failed, {s['error']} errors, "
+        f"{s['skipped']} skipped; report: {out / 'report.html'}"
+    )
+    status = EXIT_FAILED if bad else EXIT_OK
+    if baseline is not None:
+        changes = gate.compare(baseline, report, threshold=args.threshold)
+        print(f"\ngate against {args.baseline}:")
+        for c in changes:
+            print("  " + c.line())
+        if not changes:
+            print("  no changes")
+        status = max(status, gate.exit_code(changes))
+    return status
 
 
-def _write_repros(results, directory: Path) -> list[Path]:
-    paths = []
-    for r in results:
-        if r.repro:
-            directory.mkdir(parents=True, exist_ok=True)
-            path = directory / f"repro_{r.check}_{_slug(r.target)}.py"
-            path.write_text(r.repro)
-            paths.append(path)
-    return paths
+def _case_of(result):
+    """The failing case object, kept on the result by run_check for the corpus."""
+    return result.case
 
 
-def _slug(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+def _run_in_process(jobs, pairs, args, progress, on_result) -> None:
+    from verify.checks import get_check
+    from verify.checks.base import run_check
+    from verify.report import corpus
+
+    by_spec = dict(pairs)
+    profile = get_profile(args.profile)
+    for job in jobs:
+        target = by_spec[job.spec]
+        for name in job.checks:
+            progress.start(job.target, name)
+            cases = corpus.load(args.corpus, name, target.name)
+            on_result(run_check(get_check(name), target, profile, seed=args.seed, corpus=cases))
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from verify.report import gate, writer
+
+    try:
+        old, new = writer.load(args.old), writer.load(args.new)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    changes = gate.compare(old, new, threshold=args.threshold)
+    for c in changes:
+        print(c.line())
+    code = gate.exit_code(changes)
+    print(f"{len(changes)} changes; " + ("the gate BLOCKS" if code else "the gate passes"))
+    return code
 
 
 def cmd_mutants(args: argparse.Namespace) -> int:
@@ -145,3 +298,6 @@ def cmd_mutants(args: argparse.Namespace) -> int:
     for m in survivors:
         print(f"survived: {m.name}: {m.bug}", file=sys.stderr)
     return EXIT_FAILED if survivors else EXIT_OK
+
+
+__all__ = ["EXIT_USAGE", "add_commands", "resolve_targets"]

@@ -76,9 +76,12 @@ class CheckResult:
     examples: int = 0
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    # The failing case itself (for the regression corpus); not part of the JSON record.
+    case: Any = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
+        out.pop("case")
         if self.worst_ratio is not None and not math.isfinite(self.worst_ratio):
             out["worst_ratio"] = str(self.worst_ratio)  # JSON has no Infinity
         return out
@@ -165,6 +168,7 @@ def run_check(
         base.worst_ratio = state["worst"] if state["worst"] >= 0 else None
         base.worst_case = repr(state["worst_case"]) if state["worst_case"] is not None else None
         if case is not None:
+            base.case = case
             base.counterexample = repr(case)
             base.repro = repro_script(check, target, case)
         base.examples = state["n"]

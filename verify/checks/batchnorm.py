@@ -532,7 +532,7 @@ def measure_bad_input(target: Target, case: BadInputCase) -> Measurement:
     x = torch.from_numpy(values).to(device=target.device, dtype=target.torch_dtype)
     try:
         with torch.no_grad():
-            adapter.call(target, module, x)
+            module(x)  # directly: the adapter's own shape checks must not stand in for the target's
     except (ValueError, RuntimeError, TypeError, AssertionError) as exc:
         if str(exc).strip():
             return Measurement(0.0, f"{case.kind}: raised {type(exc).__name__}: {exc}")

@@ -79,6 +79,26 @@ class Target:
         return getattr(torch, self.dtype)
 
 
+class ContractViolation(RuntimeError):
+    """The target broke the drop-in contract (shape, dtype, type of its output)."""
+
+
+def expect_like(y, x, *, who: str) -> None:
+    """A drop-in normalisation/activation returns a tensor of its input's shape and dtype."""
+    if not isinstance(y, torch.Tensor):
+        raise ContractViolation(f"{who} returned {type(y).__name__}, expected a torch.Tensor")
+    if tuple(y.shape) != tuple(x.shape):
+        raise ContractViolation(
+            f"{who} returned shape {tuple(y.shape)} for input of shape "
+            f"{tuple(x.shape)}; a drop-in must keep the shape"
+        )
+    if y.dtype != x.dtype:
+        raise ContractViolation(
+            f"{who} returned dtype {y.dtype} for {x.dtype} input; a drop-in "
+            f"must return its input's dtype"
+        )
+
+
 def _need_cuda() -> str | None:
     return None if torch.cuda.is_available() else "needs a CUDA GPU; none on this machine"
 

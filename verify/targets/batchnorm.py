@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from verify.strategies.batchnorm import BNCase, make_affine, make_grad, make_input
-from verify.targets.base import KnownDefect, Target
+from verify.targets.base import KnownDefect, Target, expect_like
 from verify.targets.explicit_bn import ExplicitBatchNorm2d
 
 
@@ -157,7 +157,9 @@ def call(target: Target, module: torch.nn.Module, x: torch.Tensor) -> torch.Tens
     cudnn = target.options.get("cudnn")
     flags = torch.backends.cudnn.flags(enabled=cudnn) if cudnn is not None else nullcontext()
     with flags, target.autocast_context():
-        return fn(x)
+        y = fn(x)
+    expect_like(y, x, who=f"target {target.name!r}")
+    return y
 
 
 def _compiled(module):

@@ -1,0 +1,260 @@
+"""report.html: one self-contained page (inline CSS, plots as base64 PNG data URIs, no scripts, no
+external resources): run metadata, the summary, failures with their reproduction commands, known
+defects, the plots, every result, and the depth curves measured against the theory."""
+
+from __future__ import annotations
+
+import base64
+import math
+from html import escape
+
+from verify.report import depth, plots
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
+       max-width: 1200px; padding: 0 1em; color: #212121; line-height: 1.4; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em;
+                                   margin-top: 1.6em; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ddd; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f5f5f5; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.meta th { width: 11em; }
+pre { background: #f7f7f7; border: 1px solid #e0e0e0; padding: 0.6em; overflow: auto;
+      max-height: 24em; white-space: pre-wrap; word-break: break-word; }
+code { background: #f3f3f3; padding: 0 0.2em; }
+.badge { display: inline-block; padding: 0.2em 0.7em; border-radius: 0.8em; color: white;
+         font-weight: bold; margin-right: 0.4em; }
+.st-passed { color: #2e7d32; font-weight: bold; } .st-failed { color: #c62828; font-weight: bold; }
+.st-error { color: #ef6c00; font-weight: bold; } .st-skipped { color: #757575; }
+tr.row-failed { background: #ffebee; } tr.row-error { background: #fff3e0; }
+.bg-passed { background: #2e7d32; } .bg-failed { background: #c62828; }
+.bg-error { background: #ef6c00; } .bg-skipped { background: #9e9e9e; }
+.failure { border-left: 4px solid #c62828; padding-left: 0.8em; margin: 1em 0; }
+.failure.error { border-left-color: #ef6c00; }
+.note { color: #616161; font-size: 0.9em; }
+img.plot { max-width: 100%; border: 1px solid #eee; margin: 0.4em 0; }
+"""
+
+_ORDER = {"failed": 0, "error": 1, "passed": 2, "skipped": 3}
+
+
+def _e(value) -> str:
+    return escape("" if value is None else str(value), quote=True)
+
+
+def _ratio(r: dict) -> str:
+    v = plots.ratio_value(r)
+    if v is None:
+        return "-"
+    return "inf" if not math.isfinite(v) else f"{v:.3g}"
+
+
+def _img(png: bytes | None, alt: str) -> str:
+    if png is None:
+        return f'<p class="note">{_e(alt)}: nothing to plot.</p>'
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img class="plot" alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _header(report: dict) -> list[str]:
+    run, s = report["run"], report["summary"]
+    versions = run.get("versions") or {}
+    dev = run.get("device") or {}
+    argv = run.get("argv")
+    wall = run.get("wall_seconds")
+    rows = [
+        ("varguard", run.get("varguard")),
+        ("Python", run.get("python")),
+        ("versions", ", ".join(f"{k} {v}" for k, v in versions.items())),
+        ("device", ", ".join(f"{k}: {v}" for k, v in dev.items())),
+        ("profile", run.get("profile")),
+        ("seed", run.get("seed")),
+        ("git revision", run.get("git_revision")),
+        ("started", run.get("started")),
+        ("finished", run.get("finished")),
+        ("wall time", "-" if wall is None else f"{wall:.1f} s"),
+        ("command", " ".join(map(str, argv)) if isinstance(argv, (list, tuple)) else argv),
+    ]
+    total = sum(s.values())
+    out = [
+        f"<h1>varguard report ({_e(run.get('profile'))} profile)</h1>",
+        '<table class="meta">',
+        *(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows if v not in (None, "")),
+        "</table>",
+        "<h2>Summary</h2>",
+        "<p>",
+        *(
+            f'<span class="badge bg-{st}">{s.get(st, 0)} {_e(label)}</span>'
+            for st, label in (
+                ("passed", "passed"),
+                ("failed", "failed"),
+                ("error", "error" if s.get("error", 0) == 1 else "errors"),
+                ("skipped", "skipped"),
+            )
+        ),
+        f'<span class="note">{total} results</span></p>',
+    ]
+    return out
+
+
+def _failures(results: list[dict]) -> list[str]:
+    bad = sorted(
+        (r for r in results if r["status"] in ("failed", "error")),
+        key=lambda r: _ORDER[r["status"]],
+    )
+    if not bad:
+        return ["<h2>Failures</h2>", "<p>None.</p>"]
+    out = [f"<h2>Failures ({len(bad)})</h2>"]
+    for r in bad:
+        out += [
+            f'<div class="failure {_e(r["status"])}">',
+            f"<h3>{_e(r['check'])} on {_e(r['target'])} "
+            f'(<span class="st-{_e(r["status"])}">{_e(r["status"])}</span>)</h3>',
+            f'<p class="note">family {_e(r.get("family"))}; bound: {_e(r.get("bound") or "-")}; '
+            f"worst error/allowed {_e(_ratio(r))}; {_e(r.get('examples'))} cases in "
+            f"{float(r.get('seconds') or 0):.1f} s</p>",
+            f"<pre>{_e(r.get('message'))}</pre>",
+        ]
+        if r.get("counterexample"):
+            out += ["<p>counterexample:</p>", f"<pre>{_e(r['counterexample'])}</pre>"]
+        if r.get("worst_case") and r.get("worst_case") != r.get("counterexample"):
+            out += ["<p>worst case seen:</p>", f"<pre>{_e(r['worst_case'])}</pre>"]
+        if r.get("repro_path"):
+            out.append(f"<p>reproduce: <code>python {_e(r['repro_path'])}</code></p>")
+        out.append("</div>")
+    return out
+
+
+def _defects(results: list[dict]) -> list[str]:
+    rows = [(r, d) for r in results for d in (r.get("extra") or {}).get("known_defects", [])]
+    if not rows:
+        return []
+    out = [
+        "<h2>Known defects of targets</h2>",
+        '<p class="note">Excluded from the search and re-measured on their own example each '
+        "run; a defect no longer seen means the target changed.</p>",
+        "<table><tr><th>target</th><th>check</th><th>defect</th><th>state</th>"
+        "<th>example</th></tr>",
+    ]
+    for r, d in rows:
+        present = bool(d.get("present"))
+        state = (
+            '<span class="st-failed">still present</span>'
+            if present
+            else '<span class="st-passed">NO LONGER SEEN</span>'
+        )
+        out.append(
+            f"<tr><td>{_e(r['target'])}</td><td>{_e(r['check'])}</td>"
+            f"<td>{_e(d.get('description'))}</td><td>{state}</td>"
+            f"<td><code>{_e(d.get('example'))}</code></td></tr>"
+        )
+    out.append("</table>")
+    return out
+
+
+def _ratio_plots(results: list[dict]) -> list[str]:
+    return [
+        "<h2>Worst error / allowed</h2>",
+        '<p class="note">Each check measures error / allowed on every case; a result fails when '
+        "a case exceeds 1. Ratios of 0 (exact agreement) sit on the floor, infinite or NaN "
+        "errors on the ceiling (triangles).</p>",
+        _img(plots.ratio_distribution(results), "distribution of worst error/allowed per check"),
+        _img(plots.worst_cases(results), "worst cases"),
+    ]
+
+
+def _all_results(results: list[dict]) -> list[str]:
+    out = [
+        "<h2>All results</h2>",
+        "<table><tr><th>target</th><th>check</th><th>family</th><th>status</th>"
+        "<th>worst error/allowed</th><th>cases</th><th>seconds</th><th>bound / note</th></tr>",
+    ]
+    for r in results:
+        st = r["status"]
+        note = r.get("message") if st == "skipped" else r.get("bound")
+        out.append(
+            f'<tr class="row-{_e(st)}"><td>{_e(r["target"])}</td><td>{_e(r["check"])}</td>'
+            f'<td>{_e(r.get("family"))}</td><td class="st-{_e(st)}">{_e(st)}</td>'
+            f'<td class="num">{_e(_ratio(r))}</td><td class="num">{_e(r.get("examples"))}</td>'
+            f'<td class="num">{float(r.get("seconds") or 0):.1f}</td><td>{_e(note or "")}</td></tr>'
+        )
+    out.append("</table>")
+    return out
+
+
+def _max_factor(measured: list[float], theory: list[float]) -> float:
+    """The largest max(m/t, t/m) over depths: how far the measurement strays from the theory."""
+    worst = 1.0
+    for m, t in zip(measured, theory, strict=True):
+        if m > 0 and t > 0:
+            worst = max(worst, m / t, t / m)
+        else:
+            return math.inf
+    return worst
+
+
+def _depth_section(curves: dict | None, failure: str | None) -> list[str]:
+    out = [
+        "<h2>Depth: measured against the theory</h2>",
+        f'<p class="note">Computed when this report was written: torch modules and initialisers '
+        f"(width {depth.WIDTH}, batch {depth.BATCH}, seed {depth.SEED}, float32, CPU) against the "
+        "curves the theory package derives (lines). Variances are second moments pooled over "
+        "batch and units.</p>",
+    ]
+    if curves is None:
+        return [*out, f"<p>The depth curves could not be computed: <code>{_e(failure)}</code></p>"]
+    if not curves:
+        return [*out, '<p class="note">No depth curves in this report.</p>']
+    out.append(_img(plots.depth_curves(curves), "depth curves: measured against theory"))
+    out.append(
+        "<table><tr><th>curve</th><th>theory</th><th>depth D</th><th>measured at D</th>"
+        "<th>theory at D</th><th>largest factor off, any depth</th></tr>"
+    )
+    for name, (xs, measured, theory) in curves.items():
+        title, words = depth.DESCRIPTIONS.get(name, (name, ""))
+        out.append(
+            f'<tr><td>{_e(title)}</td><td>{_e(words)}</td><td class="num">{xs[-1]}</td>'
+            f'<td class="num">{measured[-1]:.4g}</td><td class="num">{theory[-1]:.4g}</td>'
+            f'<td class="num">{_max_factor(measured, theory):.3g}</td></tr>'
+        )
+    out.append("</table>")
+    return out
+
+
+def render(report: dict, *, curves: dict | None = None) -> str:
+    """The page for a report.json; ``curves`` (from verify.report.depth.curves) are computed here
+    when not given. A failure computing them is shown on the page, not raised: the report stands."""
+    failure = None
+    if curves is None:
+        try:
+            curves = depth.curves()
+        except Exception as exc:  # the report itself must still be written
+            failure = f"{type(exc).__name__}: {exc}"
+    results = report["results"]
+    title = f"varguard report ({report['run'].get('profile')} profile)"
+    body = [
+        *_header(report),
+        *_failures(results),
+        *_defects(results),
+        *_ratio_plots(results),
+        *_all_results(results),
+        *_depth_section(curves, failure),
+    ]
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{_e(title)}</title>",
+            f"<style>{CSS}</style>",
+            "</head>",
+            "<body>",
+            *body,
+            "</body>",
+            "</html>",
+            "",
+        ]
+    )

@@ -1,0 +1,79 @@
+"""report.json: a versioned schema built from results.jsonl, and its validation."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+SCHEMA = "varguard.report"
+SCHEMA_VERSION = 1
+STATUSES = ("passed", "failed", "skipped", "error")
+
+RUN_KEYS = (
+    "varguard",
+    "python",
+    "versions",
+    "device",
+    "seed",
+    "profile",
+    "git_revision",
+    "started",
+)
+RESULT_KEYS = (
+    "target",
+    "check",
+    "family",
+    "status",
+    "message",
+    "bound",
+    "worst_ratio",
+    "counterexample",
+    "repro_path",
+    "examples",
+    "seconds",
+)
+
+
+class SchemaError(ValueError):
+    pass
+
+
+def build(meta: dict, results: list[dict], *, wall_seconds: float | None = None) -> dict:
+    entries = []
+    for r in results:
+        e = {k: r.get(k) for k in RESULT_KEYS}
+        e["worst_case"] = r.get("worst_case")
+        e["extra"] = r.get("extra") or {}
+        entries.append(e)
+    summary = {s: sum(e["status"] == s for e in entries) for s in STATUSES}
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "run": {
+            **meta,
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "wall_seconds": wall_seconds,
+        },
+        "summary": summary,
+        "results": entries,
+    }
+
+
+def validate(report: dict) -> dict:
+    """Raise SchemaError naming the first thing wrong; return the report if it is valid."""
+    if report.get("schema") != SCHEMA:
+        raise SchemaError(f"not a varguard report: schema={report.get('schema')!r}")
+    if report.get("schema_version") != SCHEMA_VERSION:
+        raise SchemaError(
+            f"schema_version={report.get('schema_version')!r}; this varguard "
+            f"reads version {SCHEMA_VERSION}"
+        )
+    missing = [k for k in RUN_KEYS if k not in report.get("run", {})]
+    if missing:
+        raise SchemaError(f"run metadata lacks {missing}")
+    for i, e in enumerate(report.get("results", [])):
+        lacking = [k for k in RESULT_KEYS if k not in e]
+        if lacking:
+            raise SchemaError(f"results[{i}] lacks {lacking}")
+        if e["status"] not in STATUSES:
+            raise SchemaError(f"results[{i}].status={e['status']!r}, not one of {STATUSES}")
+    return report

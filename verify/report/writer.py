@@ -1,0 +1,42 @@
+"""Turn a results.jsonl into report.json, report.md, report.html and repro scripts, atomically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from verify.report import markdown, results, schema
+from verify.report.atomic import write_text
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def write(out: Path, *, wall_seconds: float | None = None) -> dict:
+    out = Path(out)
+    meta, records = results.read(out / results.FILENAME)
+    for r in records:
+        r["repro_path"] = None
+        if r.get("repro"):
+            rel = Path("repro") / f"repro_{_slug(r['check'])}_{_slug(r['target'])}.py"
+            write_text(out / rel, r["repro"])
+            r["repro_path"] = str(rel)
+    report = schema.validate(schema.build(meta, records, wall_seconds=wall_seconds))
+    write_text(out / "report.json", json.dumps(report, indent=1))
+    write_text(out / "report.md", markdown.render(report))
+    from verify.report import html
+
+    write_text(out / "report.html", html.render(report))
+    return report
+
+
+def load(path: Path) -> dict:
+    """A report.json (or the folder holding one), validated."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report.json"
+    try:
+        return schema.validate(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no report at {path}; pass a report.json or its folder") from None
