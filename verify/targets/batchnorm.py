@@ -117,6 +117,8 @@ class BNRun:
 
 def build(target: Target, case: BNCase) -> torch.nn.Module:
     """The target's module for ``case``: hyper-parameters, gamma and beta set from the case."""
+    if isinstance(target.factory, type) and issubclass(target.factory, torch.nn.SyncBatchNorm):
+        _single_process_group(target.device)
     module = target.factory(
         case.channels,
         eps=case.eps,
@@ -135,6 +137,16 @@ def build(target: Target, case: BNCase) -> torch.nn.Module:
     if target.dtype == "float64":
         module.double()
     return module
+
+
+def _single_process_group(device: str) -> None:
+    """SyncBatchNorm only synchronises inside a process group (without one it silently falls
+    back to BatchNorm): make a world of size 1 so its distributed path is what runs."""
+    import torch.distributed as dist
+
+    if dist.is_available() and not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
 
 
 def to_input(
