@@ -1,0 +1,159 @@
+"""Residual-block mutants: the float32 in-place-ReLU blocks of verify/targets/residual.py with one
+real, known bug each. Each is a drop-in block (same constructor, same state dict) so the same
+adapter runs it; the correct blocks pass every check, so a failure is the bug's."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from reference.residual import BasicBlock, Bottleneck, conv1x1, conv3x3
+from verify.mutants.base import Mutant
+from verify.targets.base import Target
+from verify.targets.residual import DROP_PATH_P, inplace_relu
+
+
+class _Basic(BasicBlock):
+    def __init__(
+        self, in_channels: int, planes: int, stride: int = 1, *, drop_path: float = 0.0
+    ) -> None:
+        super().__init__(
+            in_channels,
+            planes,
+            stride=stride,
+            activation=inplace_relu,
+            drop_path=drop_path,
+            dtype=torch.float32,
+        )
+
+
+class AddAfterRelu(_Basic):
+    """relu(F(x)) + x instead of relu(F(x) + x): the shortcut joins after the final ReLU."""
+
+    def forward(self, x):
+        return self.act_out(self.branch(x)) + self.shortcut(x)
+
+
+class ShortcutAddInPlace(_Basic):
+    """torchvision's ``out += identity`` written ``identity += out``: with an identity shortcut
+    the sum lands in the caller's tensor."""
+
+    def forward(self, x):
+        out = self.branch(x)
+        identity = self.shortcut(x)
+        identity += out
+        return self.act_out(identity)
+
+
+class DropPathUnscaled(_Basic):
+    """Stochastic depth that drops the branch but forgets to rescale the kept ones by 1/(1-p):
+    E[output] shrinks in training and no longer matches eval."""
+
+    def __init__(self, in_channels: int, planes: int, stride: int = 1) -> None:
+        super().__init__(in_channels, planes, stride, drop_path=DROP_PATH_P)
+
+    def forward(self, x):
+        out = self.branch(x)
+        if self.training:
+            keep = 1.0 - self.drop_prob
+            mask = torch.empty((out.shape[0], 1, 1, 1), dtype=out.dtype, device=out.device)
+            out = out * mask.bernoulli_(keep)
+        return self.act_out(out + self.shortcut(x))
+
+
+class DownsampleWithoutBN(_Basic):
+    """Projection shortcut that applies its 1x1 conv but skips its batch norm."""
+
+    def shortcut(self, x):
+        return x if self.downsample is None else self.downsample[0](x)
+
+
+class LegacyDataShortcut(_Basic):
+    """``identity = x.data``, a pre-0.4 PyTorch idiom: the shortcut bypasses autograd, so no
+    gradient flows through the identity path (forward values are right)."""
+
+    def shortcut(self, x):
+        return x.data if self.downsample is None else self.downsample(x)
+
+
+class BottleneckStrideIn1x1(Bottleneck):
+    """ResNet v1 stride placement (stride in the first 1x1 conv, which skips three quarters of
+    the input) in a block meant to be torchvision's v1.5 (stride in the 3x3): same weights,
+    same output shape, different function."""
+
+    def __init__(self, in_channels: int, planes: int, stride: int = 1) -> None:
+        super().__init__(
+            in_channels, planes, stride=stride, activation=inplace_relu, dtype=torch.float32
+        )
+
+    def _build_branch(self) -> None:
+        self.conv1 = conv1x1(self.in_channels, self.planes, self.stride)
+        self.bn1 = self.norm_layer(self.planes)
+        self.act1 = self.activation()
+        self.conv2 = conv3x3(self.planes, self.planes)
+        self.bn2 = self.norm_layer(self.planes)
+        self.act2 = self.activation()
+        self.conv3 = conv1x1(self.planes, self.out_channels)
+        self.bn3 = self.norm_layer(self.out_channels)
+
+
+_BUGS: list[tuple[type[nn.Module], str, str, dict, tuple[str, ...]]] = [
+    (
+        AddAfterRelu,
+        "add_after_relu",
+        "shortcut added after the final ReLU: relu(F(x)) + x",
+        {"block": "basic"},
+        ("residual.forward", "residual.identity_gradient", "residual.variance_depth"),
+    ),
+    (
+        ShortcutAddInPlace,
+        "shortcut_add_in_place",
+        "identity += out: the residual add writes into the block's input",
+        {"block": "basic"},
+        ("residual.no_mutation",),
+    ),
+    (
+        DropPathUnscaled,
+        "drop_path_unscaled",
+        "drop-path without the 1/(1-p) rescaling",
+        {"block": "basic", "drop_path": DROP_PATH_P},
+        ("residual.stochastic_depth", "residual.forward"),
+    ),
+    (
+        DownsampleWithoutBN,
+        "downsample_without_bn",
+        "projection shortcut missing its BN",
+        {"block": "basic"},
+        ("residual.forward",),
+    ),
+    (
+        LegacyDataShortcut,
+        "legacy_data_shortcut",
+        "identity = x.data: no gradient through the shortcut",
+        {"block": "basic"},
+        ("residual.identity_gradient", "residual.plain_vs_residual"),
+    ),
+    (
+        BottleneckStrideIn1x1,
+        "bottleneck_stride_in_1x1",
+        "v1 stride placement (first 1x1 conv) in a v1.5 bottleneck",
+        {"block": "bottleneck"},
+        ("residual.forward",),
+    ),
+]
+
+MUTANTS = [
+    Mutant(
+        name=f"res_{name}",
+        bug=bug,
+        caught_by=caught,
+        target=Target(
+            name=f"mutant:res_{name}",
+            family="residual",
+            factory=cls,
+            options=options,
+            description=f"mutant: {bug}",
+        ),
+    )
+    for cls, name, bug, options, caught in _BUGS
+]
