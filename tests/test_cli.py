@@ -76,6 +76,11 @@ def test_run_a_user_class_from_outside_the_project(tmp_path):
     ok = varguard("run", "--target", "mypkg.mybn:MyBN", "--profile", "quick", cwd=tmp_path)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "batchnorm.forward" in ok.stdout and "passed" in ok.stdout
+    # The default report folder is reports/<date>-<device> under the working directory.
+    (default_out,) = (tmp_path / "reports").iterdir()
+    assert default_out.name.endswith(("-cpu", "-cuda"))
+    written = {p.name for p in default_out.iterdir()}
+    assert {"results.jsonl", "report.json", "report.md", "report.html"} <= written
     bad = varguard(
         "run",
         "--target",
@@ -84,11 +89,25 @@ def test_run_a_user_class_from_outside_the_project(tmp_path):
         "quick",
         "--family",
         "batchnorm",
+        "--out",
+        "bad",
         cwd=tmp_path,
     )
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "exceed the bound" in bad.stdout
-    assert list((tmp_path / "varguard-repro").glob("repro_batchnorm.forward_*.py"))
+    (script,) = (tmp_path / "bad" / "repro").glob("repro_batchnorm.forward_*.py")
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    again = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert again.returncode == 1 and "exceed the bound" in again.stdout
+    # The shrunk counterexample is kept, to be replayed first by the next run.
+    assert list((tmp_path / "varguard-corpus" / "batchnorm.forward").rglob("*.json"))
 
 
 def test_torch_class_named_like_a_user_class(tmp_path):
