@@ -21,7 +21,7 @@ import scipy.stats
 import sympy as sp
 from sympy import stats
 
-from theory.oracle import Oracle, evaluate
+from theory.oracle import Oracle, derived_in
 
 IOFFE = "Ioffe & Szegedy 2015, Batch Normalization"
 TORCH_BN = "torch.nn.BatchNorm2d documentation (momentum, running_var uses the unbiased variance)"
@@ -276,16 +276,7 @@ def oracles() -> list[Oracle]:
     chi_mean, chi_var = chi2_moments_expr()
     bn_params = {"var_B": 1, "eps": sp.Rational(1, 10**5)}
 
-    def o(name, summary, expr, params, source, published=None):
-        return Oracle(
-            name=f"batchnorm.{name}",
-            summary=summary,
-            expr=expr,
-            value=evaluate(expr, params),
-            source=source,
-            params=params,
-            published=published,
-        )
+    o = derived_in("batchnorm")
 
     proof = "proved equal to SymPy autodiff for m = 2..6 by backward_matches_closed_form"
     return [

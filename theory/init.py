@@ -19,7 +19,7 @@ from functools import cache, lru_cache
 import sympy as sp
 
 from theory import selu
-from theory.oracle import Oracle, evaluate
+from theory.oracle import Oracle, derived_in, evaluate
 
 GLOROT = "Glorot & Bengio 2010, Understanding the difficulty of training deep feedforward networks"
 HE = "He et al. 2015, Delving Deep into Rectifiers"
@@ -212,16 +212,7 @@ def oracles() -> list[Oracle]:
     fans = {"fan_in": 576, "fan_out": 1152}  # that 3x3 conv, 64 -> 128 channels
     slope = {"a": sp.Rational(1, 100)}  # torch's default negative slope
 
-    def o(name, summary, expr, params, source, published=None):
-        return Oracle(
-            name=f"init.{name}",
-            summary=summary,
-            expr=expr,
-            value=evaluate(expr, params),
-            source=source,
-            params=params,
-            published=published,
-        )
+    o = derived_in("init")
 
     choice = f"{TORCH_GAIN}: a choice (documented value), not a derivation"
     return [

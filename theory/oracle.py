@@ -94,3 +94,20 @@ def evaluate(expr: sp.Basic, params: Mapping[str, Any], digits: int = DIGITS) ->
                 [[mpmath.mpf(str(m[i, j])) for j in range(m.cols)] for i in range(m.rows)]
             )
         return mpmath.mpf(str(sp.N(expr.subs(subs), digits)))
+
+
+def derived_in(family: str):
+    """A constructor for ``family``'s oracles whose value is ``expr`` evaluated at ``params``."""
+
+    def make(name, summary, expr, params, source, published=None) -> Oracle:
+        return Oracle(
+            name=f"{family}.{name}",
+            summary=summary,
+            expr=expr,
+            value=evaluate(expr, params),
+            source=source,
+            params=params,
+            published=published,
+        )
+
+    return make

@@ -32,7 +32,7 @@ import mpmath
 import sympy as sp
 
 from theory import init, selu
-from theory.oracle import Oracle, evaluate
+from theory.oracle import Oracle, derived_in, evaluate
 
 YANG = "Yang et al. 2019, A Mean Field Theory of Batch Normalization (ICLR), ReLU gradient rate"
 HE = "He et al. 2015, Delving Deep into Rectifiers, section 2.2"
@@ -164,16 +164,7 @@ def oracles() -> list[Oracle]:
     x_star, d_max = sigmoid_derivative_max_expr()
     he_relu = variance_ratio_expr("relu", weight_scale=init.theory_gain("relu") ** 2)
 
-    def o(name, summary, expr, params, source, published=None):
-        return Oracle(
-            name=f"propagation.{name}",
-            summary=summary,
-            expr=expr,
-            value=evaluate(expr, params),
-            source=source,
-            params=params,
-            published=published,
-        )
+    o = derived_in("propagation")
 
     return [
         o(

@@ -16,7 +16,7 @@ from functools import cache
 import sympy as sp
 from sympy import stats
 
-from theory.oracle import Oracle, evaluate
+from theory.oracle import Oracle, derived_in, evaluate
 
 DE_SMITH = "De & Smith 2020, Batch Normalization Biases Residual Blocks Towards the Identity"
 HE_2016 = "He et al. 2016, Identity Mappings in Deep Residual Networks, eq. 4-5"
@@ -114,16 +114,7 @@ def oracles() -> list[Oracle]:
         "w11": sp.Rational(-4, 10),
     }
 
-    def o(name, summary, expr, params, source, published=None):
-        return Oracle(
-            name=f"residual.{name}",
-            summary=summary,
-            expr=expr,
-            value=evaluate(expr, params),
-            source=source,
-            params=params,
-            published=published,
-        )
+    o = derived_in("residual")
 
     return [
         o(

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy as sp
 
-from theory.oracle import Oracle, evaluate
+from theory.oracle import Oracle, derived_in
 
 #: lam in Higham & Mary's bound; per-reduction failure probability 2 exp(-lam^2/2) < 2.6e-14.
 LAMBDA = 8.0
@@ -304,22 +304,14 @@ def reduction_tolerance(abs_sum: np.ndarray, n: int, prec: Precision) -> np.ndar
 n, u, lam, k = sp.symbols("n u lambda kappa", positive=True)
 
 
-def _oracle(name: str, summary: str, expr: sp.Expr, params: dict, source: str) -> Oracle:
-    return Oracle(
-        name=name,
-        summary=summary,
-        expr=expr,
-        value=evaluate(expr, params),
-        params=params,
-        source=source,
-    )
+_oracle = derived_in("rounding")
 
 
 def oracles() -> list[Oracle]:
     f32 = {"u": "2**-24"}
     out = [
         _oracle(
-            f"rounding.u_{name}",
+            f"u_{name}",
             f"unit roundoff of {name}",
             sp.Integer(2) ** -bits,
             {},
@@ -329,42 +321,42 @@ def oracles() -> list[Oracle]:
     ]
     return out + [
         _oracle(
-            "rounding.gamma_n",
+            "gamma_n",
             "deterministic bound on the relative error of an n-term sum",
             n * u / (1 - n * u),
             {"n": 100000, **f32},
             "Higham 2002, Accuracy and Stability of Numerical Algorithms, Lemma 3.1",
         ),
         _oracle(
-            "rounding.gamma_prob",
+            "gamma_prob",
             f"probabilistic bound on an n-term sum (lambda={LAMBDA:g})",
             sp.exp(lam * sp.sqrt(n) * u + n * u**2 / (1 - u)) - 1,
             {"n": 100000, "lambda": LAMBDA, **f32},
             SOURCE_HM,
         ),
         _oracle(
-            "rounding.false_alarm",
+            "false_alarm",
             "probability the probabilistic bound fails per reduction",
             2 * sp.exp(-(lam**2) / 2),
             {"lambda": LAMBDA},
             SOURCE_HM,
         ),
         _oracle(
-            "rounding.variance_one_pass",
+            "variance_one_pass",
             "relative error order of one-pass E[x^2]-E[x]^2",
             n * k**2 * u,
             {"n": 1000, "kappa": 1e4, **f32},
             SOURCE_CGL,
         ),
         _oracle(
-            "rounding.variance_welford",
+            "variance_welford",
             "relative error order of Welford's algorithm",
             n * k * u,
             {"n": 1000, "kappa": 1e4, **f32},
             SOURCE_CGL,
         ),
         _oracle(
-            "rounding.variance_two_pass",
+            "variance_two_pass",
             "relative error order of the two-pass algorithm",
             n * u + n**2 * k**2 * u**2,
             {"n": 1000, "kappa": 1e4, **f32},

@@ -130,3 +130,34 @@ _REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "triton": _need_triton,
     "compile": _need_compile,
 }
+
+
+def compiled(module: torch.nn.Module):
+    """torch.compile(module), one wrapper per module object.
+
+    Every case is a new shape and Dynamo, past its recompile limit (8), silently runs eager: lift
+    the limit, and make hitting it an error, so compiled code is always what gets verified.
+    """
+    import torch._dynamo
+
+    cfg = torch._dynamo.config
+    for name in (
+        "recompile_limit",
+        "cache_size_limit",
+        "accumulated_recompile_limit",
+        "accumulated_cache_size_limit",
+    ):
+        if hasattr(cfg, name):
+            setattr(cfg, name, max(getattr(cfg, name), 100_000))
+    if hasattr(cfg, "fail_on_recompile_limit_hit"):
+        cfg.fail_on_recompile_limit_hit = True
+    cached = getattr(module, "_varguard_compiled", None)
+    if cached is None:
+        cached = torch.compile(module, dynamic=False)
+        object.__setattr__(module, "_varguard_compiled", cached)
+    return cached
+
+
+def as_numpy(t: torch.Tensor | None):
+    """A tensor as a float64 numpy array on the CPU (None stays None)."""
+    return None if t is None else t.detach().to("cpu", torch.float64).numpy()

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from verify.strategies.batchnorm import BNCase, make_affine, make_grad, make_input
-from verify.targets.base import KnownDefect, Target, expect_like
+from verify.targets.base import KnownDefect, Target, as_numpy, compiled, expect_like
 from verify.targets.explicit_bn import ExplicitBatchNorm2d
 
 
@@ -165,41 +165,13 @@ def to_input(
 
 
 def call(target: Target, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    fn = _compiled(module) if target.compile else module
+    fn = compiled(module) if target.compile else module
     cudnn = target.options.get("cudnn")
     flags = torch.backends.cudnn.flags(enabled=cudnn) if cudnn is not None else nullcontext()
     with flags, target.autocast_context():
         y = fn(x)
     expect_like(y, x, who=f"target {target.name!r}")
     return y
-
-
-def _compiled(module):
-    # Every case is a new shape, and past Dynamo's recompile limit (8) it silently runs eager:
-    # lift the limit so the compiled code is what gets verified.
-    import torch._dynamo
-
-    cfg = torch._dynamo.config
-    for name in (
-        "recompile_limit",
-        "cache_size_limit",
-        "accumulated_recompile_limit",
-        "accumulated_cache_size_limit",
-    ):
-        if hasattr(cfg, name):
-            setattr(cfg, name, max(getattr(cfg, name), 100_000))
-    if hasattr(cfg, "fail_on_recompile_limit_hit"):
-        cfg.fail_on_recompile_limit_hit = True  # never verify eager code under a compiled name
-    # One compiled wrapper per module object: recompiles only when shapes or flags change.
-    cached = getattr(module, "_varguard_compiled", None)
-    if cached is None:
-        cached = torch.compile(module, dynamic=False)
-        object.__setattr__(module, "_varguard_compiled", cached)
-    return cached
-
-
-def _np(t: torch.Tensor | None) -> np.ndarray | None:
-    return None if t is None else t.detach().to("cpu", torch.float64).numpy()
 
 
 def train_step(
@@ -216,19 +188,19 @@ def train_step(
     values = make_input(case, step=step)
     x = to_input(target, values, noncontiguous=case.noncontiguous, requires_grad=backward)
     y = call(target, module, x)
-    run = BNRun(y=_np(y))
+    run = BNRun(y=as_numpy(y))
     if backward:
         dy = torch.from_numpy(make_grad(case)).to(device=y.device, dtype=y.dtype)
         y.backward(dy)
-        run.dx = _np(x.grad)
+        run.dx = as_numpy(x.grad)
         if case.affine:
-            run.dgamma, run.dbeta = _np(module.weight.grad), _np(module.bias.grad)
+            run.dgamma, run.dbeta = as_numpy(module.weight.grad), as_numpy(module.bias.grad)
     if case.track_running_stats:
-        run.running_mean = _np(module.running_mean)
-        run.running_var = _np(module.running_var)
+        run.running_mean = as_numpy(module.running_mean)
+        run.running_var = as_numpy(module.running_var)
         nbt = getattr(module, "num_batches_tracked", None)
         run.num_batches_tracked = None if nbt is None else int(nbt)
-    run.input_after = _np(x)
+    run.input_after = as_numpy(x)
     return run
 
 
@@ -241,7 +213,7 @@ def eval_forward(
         module.running_var.copy_(torch.from_numpy(running_var))
         module.eval()
         x = to_input(target, make_input(case), noncontiguous=case.noncontiguous)
-        return _np(call(target, module, x))
+        return as_numpy(call(target, module, x))
 
 
 # --- the built-in batch-norm targets --------------------------------------------------------

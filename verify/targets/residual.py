@@ -16,7 +16,6 @@ stochastic depth. The adapter does the rest the same way for all of them (and fo
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +23,7 @@ import torch
 from torch import nn
 
 from reference.residual import BasicBlock, Bottleneck, ResidualBlock
-from verify.targets.base import Target
+from verify.targets.base import Target, as_numpy, compiled
 
 #: Drop-path probability of the stochastic-depth targets (torchvision's ResNet-style default
 #: range is 0.1-0.5; 0.2 makes the 1/(1-p) rescaling a 25% effect).
@@ -145,25 +144,7 @@ def call(target: Target, module: nn.Module, x: torch.Tensor, *, seed: int = 0) -
         torch.manual_seed(seed % 2**63)
         if not target.compile:
             return module(x)
-        # Past its recompile limit Dynamo would silently run the block eagerly and the compiled
-        # target would pass as eager code: raise instead (the limit itself is generous, one
-        # graph per shape, BN mode and grad mode).
-        with torch._dynamo.config.patch(recompile_limit=64, fail_on_recompile_limit_hit=True):
-            return _compiled(module)(x)
-
-
-def _compiled(module: nn.Module) -> Callable:
-    # One compiled wrapper per module object. Dynamo's cache lives on the forward's code object,
-    # so a fresh block of the same class and shape reuses the compiled graph (no recompilation).
-    cached = getattr(module, "_varguard_compiled", None)
-    if cached is None:
-        cached = torch.compile(module, dynamic=False)
-        object.__setattr__(module, "_varguard_compiled", cached)
-    return cached
-
-
-def as_numpy(t: torch.Tensor | None) -> np.ndarray | None:
-    return None if t is None else t.detach().to("cpu", torch.float64).numpy()
+        return compiled(module)(x)  # see compiled(): never a silent eager fallback
 
 
 @dataclass
