@@ -11,12 +11,14 @@ d(x + F(x))/dx = I + dF/dx.
 
 from __future__ import annotations
 
+import math
 from functools import cache
 
 import sympy as sp
 from sympy import stats
 
 from theory.oracle import Oracle, derived_in, evaluate
+from theory.propagation import bn_gradient_growth_expr
 
 DE_SMITH = "De & Smith 2020, Batch Normalization Biases Residual Blocks Towards the Identity"
 HE_2016 = "He et al. 2016, Identity Mappings in Deep Residual Networks, eq. 4-5"
@@ -162,3 +164,45 @@ def oracles() -> list[Oracle]:
             "2.302585",
         ),
     ]
+
+
+# --- mean-field predictions the residual checks compare with ----------------------------
+
+
+def branch_variance(p: float, m: int) -> float:
+    """E[Var_batch] of a drop-path branch mask F/(1-p) whose BN output F has batch mean 0 and
+    variance 1 (the eps correction var/(var+eps) is below 1e-3 here and neglected): with a
+    per-sample mask of mean 1-p, (1/(1-p)^2) E[mean(mask F^2) - mean(mask F)^2]
+    = (1 - p/m)/(1 - p). p = 0 gives 1, theory.residual's 'bn' branch."""
+    return (1.0 - p / m) / (1.0 - p)
+
+
+def relu_bn_rate() -> float:
+    # pi/(pi-1) = E[relu'(z)^2] / Var[relu(z)] (theory.propagation, Yang et al. 2019).
+    return float(evaluate(bn_gradient_growth_expr("relu"), {}))
+
+
+def gradient_growth_predictions(
+    *, n_act: int, depth: int, var0: float, p: float, m: int
+) -> tuple[float, float]:
+    """(log G_residual, log G_plain) for G = |dL/dx_0|^2 / |dL/dx_L|^2 at init (mean field).
+
+    theory.propagation's heuristic: backward through conv + BN multiplies the squared norm by
+    1/Var(BN input)/sigma_w^2 * sigma_w^2, through ReLU by E[relu'^2] = 1/2; a BN-ReLU layer
+    nets lambda = pi/(pi-1). A branch with n_act inner ReLUs entered at stream variance V_l
+    multiplies it by lambda^n_act / V_l; drop-path by E[mask^2]/(1-p)^2 = 1/(1-p). With the
+    identity path (theory.residual: d(x + F)/dx = I + dF/dx, the cross term averaging to 0)
+    each block multiplies by 1 + lambda^n_act / ((1-p) V_l), V_l = stream variance at depth l:
+        log G_res = sum_l log(1 + lambda^n_act / ((1-p) V_l))   (polynomial in depth).
+    Without skips (plain) the depth * (n_act + 1) BN-ReLU layers give
+        log G_plain = depth (n_act + 1) log lambda - log 2 - log var0   (exponential in depth),
+    the -log 2 and -log var0 from the first and last layer's boundary factors.
+    """
+    lam = relu_bn_rate()
+    v = branch_variance(p, m)
+    res = sum(
+        math.log1p(lam**n_act / ((1 - p) * v * stream_variance(l, var0=var0 / v)))
+        for l in range(depth)
+    )
+    plain = depth * (n_act + 1) * math.log(lam) - math.log(2.0) - math.log(var0)
+    return res, plain

@@ -24,9 +24,7 @@ from scipy import stats
 from torch import nn
 
 from theory import rounding
-from theory.oracle import evaluate
-from theory.propagation import bn_gradient_growth_expr
-from theory.residual import stream_variance
+from theory.residual import branch_variance, gradient_growth_predictions, stream_variance
 from verify.assertions import compare, worst
 from verify.checks.base import Check, Measurement
 from verify.profiles import Profile
@@ -410,14 +408,6 @@ def _train_only(target: Target) -> str | None:
     return None if "train" in target.modes else "the stream regime needs training-mode BN"
 
 
-def branch_variance(p: float, m: int) -> float:
-    """E[Var_batch] of a drop-path branch mask F/(1-p) whose BN output F has batch mean 0 and
-    variance 1 (the eps correction var/(var+eps) is below 1e-3 here and neglected): with a
-    per-sample mask of mean 1-p, (1/(1-p)^2) E[mean(mask F^2) - mean(mask F)^2]
-    = (1 - p/m)/(1 - p). p = 0 gives 1, theory.residual's 'bn' branch."""
-    return (1.0 - p / m) / (1.0 - p)
-
-
 def measure_variance_depth(target: Target, case: StackCase) -> Measurement:
     """Stream variance at every depth vs theory.residual.stream_variance (branch 'bn').
 
@@ -472,37 +462,6 @@ def measure_variance_depth(target: Target, case: StackCase) -> Measurement:
 
 
 # --- residual.plain_vs_residual ---------------------------------------------------------------
-
-
-def _relu_bn_rate() -> float:
-    # pi/(pi-1) = E[relu'(z)^2] / Var[relu(z)] (theory.propagation, Yang et al. 2019).
-    return float(evaluate(bn_gradient_growth_expr("relu"), {}))
-
-
-def gradient_growth_predictions(
-    *, n_act: int, depth: int, var0: float, p: float, m: int
-) -> tuple[float, float]:
-    """(log G_residual, log G_plain) for G = |dL/dx_0|^2 / |dL/dx_L|^2 at init (mean field).
-
-    theory.propagation's heuristic: backward through conv + BN multiplies the squared norm by
-    1/Var(BN input)/sigma_w^2 * sigma_w^2, through ReLU by E[relu'^2] = 1/2; a BN-ReLU layer
-    nets lambda = pi/(pi-1). A branch with n_act inner ReLUs entered at stream variance V_l
-    multiplies it by lambda^n_act / V_l; drop-path by E[mask^2]/(1-p)^2 = 1/(1-p). With the
-    identity path (theory.residual: d(x + F)/dx = I + dF/dx, the cross term averaging to 0)
-    each block multiplies by 1 + lambda^n_act / ((1-p) V_l), V_l = stream variance at depth l:
-        log G_res = sum_l log(1 + lambda^n_act / ((1-p) V_l))   (polynomial in depth).
-    Without skips (plain) the depth * (n_act + 1) BN-ReLU layers give
-        log G_plain = depth (n_act + 1) log lambda - log 2 - log var0   (exponential in depth),
-    the -log 2 and -log var0 from the first and last layer's boundary factors.
-    """
-    lam = _relu_bn_rate()
-    v = branch_variance(p, m)
-    res = sum(
-        math.log1p(lam**n_act / ((1 - p) * v * stream_variance(l, var0=var0 / v)))
-        for l in range(depth)
-    )
-    plain = depth * (n_act + 1) * math.log(lam) - math.log(2.0) - math.log(var0)
-    return res, plain
 
 
 def _grad_growth(modules: list[nn.Module], x: torch.Tensor, dy: torch.Tensor, call) -> float:
