@@ -28,9 +28,15 @@ class TargetError(ValueError):
 
 
 def builtin() -> list[Target]:
-    from verify.targets import batchnorm, init, residual, selu
+    from verify.targets import batchnorm, init, residual, selu, triton
 
-    return [*batchnorm.builtin(), *init.builtin(), *selu.builtin(), *residual.builtin()]
+    return [
+        *batchnorm.builtin(),
+        *init.builtin(),
+        *selu.builtin(),
+        *residual.builtin(),
+        *triton.builtin(),
+    ]
 
 
 def builtin_names() -> list[str]:

@@ -319,6 +319,14 @@ def builtin() -> list[Target]:
             description="BatchNorm2d on CUDA, native kernel",
         ),
         t(
+            name="cuda-compile",
+            factory=bn,
+            device="cuda",
+            compile=True,
+            requires=("cuda", "compile"),
+            description="torch.compile(BatchNorm2d) on CUDA (Inductor's Triton kernels)",
+        ),
+        t(
             name="cuda-autocast-fp16",
             factory=bn,
             device="cuda",
