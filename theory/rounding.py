@@ -137,22 +137,49 @@ ELEMENTWISE_OPS = 6
 DISTINCT_LEVELS = 1024.0
 
 
-def bn_statistics_error(m: int, mean: np.ndarray, var: np.ndarray, prec: Precision) -> tuple:
+def rounding_is_random(m: int, mean, std, prec: Precision) -> np.ndarray:
+    """Whether the rounding errors of an m-term sum of values mean +- std look independent.
+
+    A recursive sum's partial sums grow to ~m |mean|, whose unit in the last place is ~m u |mean|;
+    once the spread std is below that, the low bits each addition rounds away no longer vary
+    and the errors add up systematically. So the probabilistic model needs
+    std >= max(DISTINCT_LEVELS, m) * u * |mean| (measured: a channels-last float32 channel with
+    std/|mean| = 3.2e-4 and m = 50960 summed with error 1.15e-4 |mean|, past lambda sqrt(m) u).
+    """
+    mean = np.abs(np.asarray(mean, dtype=np.float64))
+    return np.asarray(std) >= max(DISTINCT_LEVELS, m) * prec.u_acc * mean
+
+
+def bulk_spread(x: np.ndarray, *, channel_axis: int = 1) -> np.ndarray:
+    """Per-channel spread of the bulk of the values: 1.4826 x the median absolute deviation
+    (equal to the std for normal data, unmoved by a few outliers; 0 for a constant channel)."""
+    rows = np.moveaxis(np.asarray(x, dtype=np.float64), channel_axis, 0).reshape(
+        x.shape[channel_axis], -1
+    )
+    med = np.median(rows, axis=1, keepdims=True)
+    return 1.4826 * np.median(np.abs(rows - med), axis=1)
+
+
+def bn_statistics_error(
+    m: int, mean: np.ndarray, var: np.ndarray, prec: Precision, *, spread=None
+) -> tuple:
     """Absolute error bounds (d_mean, d_var) of batch statistics over m values per channel.
 
     d_mean <= gamma_m' |mean| + gamma~_m std: the m-term sum of x = mean + (x - mean). Its
-    fluctuating part rounds randomly (gamma~_m); so does the constant part while the spread
-    covers many rounding levels, but for repeated values (constant channels, std < 1024 u |mean|)
-    the errors are systematic and the deterministic gamma_m applies (measured: a constant
-    float64 channel of 1365 values sums with an error of ~630 u).
+    fluctuating part rounds randomly (gamma~_m); so does the constant part while
+    :func:`rounding_is_random`, else its errors are systematic and the deterministic gamma_m
+    applies (measured: a constant float64 channel of 1365 values sums with an error of ~630 u).
+    ``spread`` (here and in the tolerances below): the spread of the bulk of the values
+    (:func:`bulk_spread`); rare outliers inflate std without making the bulk's low bits vary,
+    so the smaller of the two decides.
     d_var covers Welford (gamma~_m kappa var) and two-pass (d_mean^2 + (gamma~_m + 2u) var), the
     two algorithms that are correct; one-pass exceeds it by a factor ~kappa (see module doc).
     """
     g = gamma_prob(m, prec.u_acc)
     mean = np.asarray(mean, dtype=np.float64)
     std = np.sqrt(np.asarray(var, dtype=np.float64))
-    repeated = std < DISTINCT_LEVELS * prec.u * np.abs(mean)
-    g_mean = np.where(repeated, gamma(m, prec.u_acc), g)
+    bulk = std if spread is None else np.minimum(std, np.asarray(spread, dtype=np.float64))
+    g_mean = np.where(rounding_is_random(m, mean, bulk, prec), g, gamma(m, prec.u_acc))
     d_mean = g_mean * np.abs(mean) + g * std
     d_var = g * std * np.sqrt(mean**2 + std**2) + d_mean**2 + (g + 2 * prec.u_acc) * std**2
     return d_mean, d_var
@@ -197,6 +224,7 @@ def bn_forward_tolerance(
     gamma_,
     beta,
     prec: Precision,
+    spread=None,
 ) -> np.ndarray:
     """Per-element bound on |y_computed - y| for y = gamma x_hat + beta.
 
@@ -207,7 +235,9 @@ def bn_forward_tolerance(
     if m is None:
         d_mean = d_var = np.zeros_like(np.asarray(var, dtype=np.float64))
     else:
-        d_mean, d_var = bn_statistics_error(m, np.asarray(mean), np.asarray(var), prec)
+        d_mean, d_var = bn_statistics_error(
+            m, np.asarray(mean), np.asarray(var), prec, spread=spread
+        )
     e_x = bn_normalize_error(
         x_hat, mean=mean, var=var, eps=eps, d_mean=d_mean, d_var=d_var, prec=prec
     )
@@ -232,6 +262,7 @@ def bn_backward_tolerance(
     eps: float,
     gamma_,
     prec: Precision,
+    spread=None,
 ) -> tuple:
     """Bounds on (dx, dgamma, dbeta) of training-mode batch norm, element/channel-wise.
 
@@ -242,7 +273,7 @@ def bn_backward_tolerance(
     """
     nd = x_hat.ndim
     axes = tuple(i for i in range(nd) if i != 1)
-    d_mean, d_var = bn_statistics_error(m, np.asarray(mean), np.asarray(var), prec)
+    d_mean, d_var = bn_statistics_error(m, np.asarray(mean), np.asarray(var), prec, spread=spread)
     e_x = bn_normalize_error(
         x_hat, mean=mean, var=var, eps=eps, d_mean=d_mean, d_var=d_var, prec=prec
     )

@@ -20,9 +20,9 @@ PROFILES = {
     ),
     "standard": Profile(
         "standard",
-        examples=40,
-        max_elements=400_000,
-        compiled_examples=8,
+        examples=20,
+        max_elements=200_000,
+        compiled_examples=5,
         statistical_samples=1_000_000,
     ),
     "release": Profile(

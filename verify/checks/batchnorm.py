@@ -41,7 +41,7 @@ def _cases(**kw):
 def adapter_cases(target: Target, profile, **kw) -> st.SearchStrategy[BNCase]:
     from verify.strategies.batchnorm import bn_cases
 
-    return bn_cases(dtype=target.dtype, max_elements=profile.max_elements, **kw)
+    return bn_cases(dtype=target.dtype, max_elements=target.size_budget(profile.max_elements), **kw)
 
 
 def _known(target: Target) -> list[BNCase]:
@@ -87,6 +87,7 @@ def measure_forward(target: Target, case: BNCase) -> Measurement:
         gamma_=gamma,
         beta=beta,
         prec=_prec(target),
+        spread=rounding.bulk_spread(values),
     )
     c = compare(
         run.y,
@@ -106,7 +107,8 @@ def measure_moments(target: Target, case: BNCase) -> Measurement:
     """Per-channel mean 0 and variance var/(var+eps) of the normalised output (no affine)."""
     case = dataclasses.replace(case, affine=False)
     run = adapter.train_step(target, case, backward=False)
-    fw = ref.forward(make_input(case), eps=case.eps)
+    values = make_input(case)
+    fw = ref.forward(values, eps=case.eps)
     tol = rounding.bn_forward_tolerance(
         fw.xhat,
         fw.y,
@@ -117,6 +119,7 @@ def measure_moments(target: Target, case: BNCase) -> Measurement:
         gamma_=np.ones(case.channels),
         beta=np.zeros(case.channels),
         prec=_prec(target),
+        spread=rounding.bulk_spread(values),
     )
     axes = tuple(i for i in range(run.y.ndim) if i != 1)
     # With y_t = x_hat + e, |e| <= tol: |mean(y_t)| <= mean(tol) and
@@ -168,6 +171,7 @@ def measure_backward(target: Target, case: BNCase) -> Measurement:
         eps=case.eps,
         gamma_=gamma,
         prec=_prec(target),
+        spread=rounding.bulk_spread(values),
     )
     bound = "theory.rounding.bn_backward_tolerance"
     if run.dx is None:
@@ -198,8 +202,11 @@ def measure_running(target: Target, case: BNCase) -> Measurement:
     comps = []
     for step in range(case.steps):
         run = adapter.train_step(target, case, module, step=step, backward=False)
-        fw = ref.forward(make_input(case, step=step), eps=case.eps)
-        d_mean, d_var = rounding.bn_statistics_error(case.m, fw.mean, fw.var_biased, prec)
+        values = make_input(case, step=step)
+        fw = ref.forward(values, eps=case.eps)
+        d_mean, d_var = rounding.bn_statistics_error(
+            case.m, fw.mean, fw.var_biased, prec, spread=rounding.bulk_spread(values)
+        )
         new = ref.update_running(
             r_mean, r_var, fw.mean, fw.var_unbiased, momentum=case.momentum, num_batches_tracked=nbt
         )
@@ -308,6 +315,7 @@ def _forward_and_tol(target: Target, case: BNCase, values: np.ndarray):
         gamma_=gamma,
         beta=beta,
         prec=_prec(target),
+        spread=rounding.bulk_spread(values),
     )
     return y, tol, fw.y
 
@@ -401,7 +409,9 @@ def measure_sharding(target: Target, case: BNCase) -> Measurement:
             adapter.call(target, module, adapter.to_input(target, shard))
         m = scase.m
         fw = ref.forward(shard, eps=case.eps)
-        d_mean, d_var = rounding.bn_statistics_error(m, fw.mean, fw.var_biased, prec)
+        d_mean, d_var = rounding.bn_statistics_error(
+            m, fw.mean, fw.var_biased, prec, spread=rounding.bulk_spread(shard)
+        )
         counts.append(m)
         means.append(module.running_mean.double().cpu().numpy())
         m2s.append(module.running_var.double().cpu().numpy() * (m - 1))

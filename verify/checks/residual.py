@@ -248,7 +248,7 @@ def _block_strategy(**kw):
         return block_cases(
             expansion=adapter.expansion(target),
             modes=target.modes,
-            max_elements=profile.max_elements,
+            max_elements=target.size_budget(profile.max_elements),
             compiled=target.compile,
             **kw,
         )
@@ -621,7 +621,7 @@ def _stochastic_cases(target: Target, profile: Profile) -> st.SearchStrategy[Blo
         block_cases(
             expansion=adapter.expansion(target),
             modes=target.modes,
-            max_elements=profile.max_elements,
+            max_elements=target.size_budget(profile.max_elements),
         ),
         st.integers(32, 128),
     ).map(

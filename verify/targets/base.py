@@ -52,6 +52,9 @@ class Target:
     modes: tuple[str, ...] = ("train", "eval")
     requires: tuple[str, ...] = ()  # "cuda", "triton", "compile", "multi-gpu"
     known_defects: tuple[KnownDefect, ...] = ()
+    # A cap on one case's element count below the profile's, for slow targets (an interpreted
+    # kernel): the search keeps its breadth, only the largest sizes are left out.
+    max_elements: int | None = None
     options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -70,6 +73,9 @@ class Target:
         if self.autocast is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.split(":")[0], dtype=getattr(torch, self.autocast))
+
+    def size_budget(self, profile_max: int) -> int:
+        return min(profile_max, self.max_elements or profile_max)
 
     def defects_for(self, check: str) -> tuple[KnownDefect, ...]:
         return tuple(d for d in self.known_defects if check in d.checks)

@@ -40,12 +40,15 @@ def _device() -> str:
 
 def builtin() -> list[Target]:
     where = "native on CUDA" if torch.cuda.is_available() else "TRITON_INTERPRET=1 on the CPU"
+    # The interpreter runs each program in numpy: keep cases at the quick profile's size.
+    cap = None if torch.cuda.is_available() else 20_000
     bn = functools.partial(
         Target,
         family="batchnorm",
         factory=triton_batchnorm2d,
         device=_device(),
         requires=("triton",),
+        max_elements=cap,
     )
     return [
         bn(
@@ -80,6 +83,7 @@ def builtin() -> list[Target]:
             factory=fused_tail_basic_block,
             device=_device(),
             requires=("triton",),
+            max_elements=cap,
             options={"block": "basic"},
             description=f"BasicBlock with Triton batch norms and the fused relu(bn2 + shortcut) "
             f"tail, float32 ({where})",
