@@ -123,12 +123,12 @@ def add_commands(sub) -> None:
 
 
 def _add_optional(sub) -> None:
-    # Commands whose modules arrive with their own issues register themselves here.
-    try:
-        from verify.converge.command import add_command
-    except ImportError:
-        return
-    add_command(sub)
+    # Commands that live beside the harness, each in its own package.
+    from verify.bench.command import add_command as add_bench
+    from verify.converge.command import add_command as add_converge
+
+    add_bench(sub)
+    add_converge(sub)
 
 
 def resolve_targets(specs: list[str] | None, families: list[str] | None):
@@ -161,7 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for t in builtin():
             reason = t.unavailable()
             print(
-                f"{t.name:24s} {t.family:10s} {t.description}"
+                f"{t.name:32s} {t.family:10s} {t.description}"
                 + (f"  [skipped here: {reason}]" if reason else "")
             )
         return EXIT_OK
