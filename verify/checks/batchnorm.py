@@ -70,12 +70,8 @@ def _reference(case: BNCase, values: np.ndarray):
     return ref.forward(values, gamma=gamma, beta=beta, eps=case.eps), gamma, beta
 
 
-# --- forward ---------------------------------------------------------------------------------
-
-
-def measure_forward(target: Target, case: BNCase) -> Measurement:
-    run = adapter.train_step(target, case, backward=False)
-    values = make_input(case)
+def _expected(target: Target, case: BNCase, values: np.ndarray):
+    """The float64 reference forward of ``values`` and the bound on a target's output."""
     fw, gamma, beta = _reference(case, values)
     tol = rounding.bn_forward_tolerance(
         fw.xhat,
@@ -89,6 +85,16 @@ def measure_forward(target: Target, case: BNCase) -> Measurement:
         prec=_prec(target),
         spread=rounding.bulk_spread(values),
     )
+    return fw, tol
+
+
+# --- forward ---------------------------------------------------------------------------------
+
+
+def measure_forward(target: Target, case: BNCase) -> Measurement:
+    run = adapter.train_step(target, case, backward=False)
+    values = make_input(case)
+    fw, tol = _expected(target, case, values)
     c = compare(
         run.y,
         fw.y,
@@ -304,19 +310,7 @@ def _forward_and_tol(target: Target, case: BNCase, values: np.ndarray):
     with torch.no_grad():
         x = adapter.to_input(target, values, noncontiguous=case.noncontiguous)
         y = adapter.call(target, module, x).to(torch.float64).cpu().numpy()
-    fw, gamma, beta = _reference(case, values)
-    tol = rounding.bn_forward_tolerance(
-        fw.xhat,
-        fw.y,
-        m=case.m,
-        mean=fw.mean,
-        var=fw.var_biased,
-        eps=case.eps,
-        gamma_=gamma,
-        beta=beta,
-        prec=_prec(target),
-        spread=rounding.bulk_spread(values),
-    )
+    fw, tol = _expected(target, case, values)
     return y, tol, fw.y
 
 
