@@ -31,8 +31,3 @@ def run(
         if on_result:
             on_result(result)
     return results
-
-
-def exit_status(results: Iterable[CheckResult]) -> int:
-    """0 when nothing failed or errored (skips are not failures), else 1."""
-    return 1 if any(r.status in ("failed", "error") for r in results) else 0

@@ -17,20 +17,3 @@ def format_row(r: CheckResult) -> str:
 
 
 HEADER = f"{'target':28s} {'check':30s} {'status':7s} {'worst':>9s} {'cases':>5s} {'time':>8s}"
-
-
-def summary(results: list[CheckResult]) -> str:
-    counts = {
-        s: sum(r.status == s for r in results) for s in ("passed", "failed", "error", "skipped")
-    }
-    return ", ".join(f"{n} {s}" for s, n in counts.items())
-
-
-def failure_details(results: list[CheckResult]) -> str:
-    out = []
-    for r in results:
-        if r.status in ("failed", "error"):
-            out.append(f"--- {r.status.upper()}: {r.check} on {r.target}\n{r.message}")
-            if r.counterexample:
-                out.append(f"  counterexample: {r.counterexample}")
-    return "\n".join(out)

@@ -121,7 +121,7 @@ def repro_script(check: Check, target: Target, case: Any) -> str:
         case=_PlainRepr(case),
         case_module=cls.__module__,
         case_class=cls.__name__,
-        filename=f"repro_{check.name}_{_slug(target.name)}.py",
+        filename=f"repro_{check.name}_{slug(target.name)}.py",
         message_comment=first,
     )
 
@@ -134,8 +134,9 @@ class _PlainRepr:
         return repr(self.case)
 
 
-def _slug(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+def slug(name: str) -> str:
+    """A name safe in a file name (targets may be module:Name)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
 def run_check(

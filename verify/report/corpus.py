@@ -12,15 +12,12 @@ import importlib
 import json
 from pathlib import Path
 
+from verify.checks.base import slug
 from verify.report.atomic import write_text
 
 
-def _slug(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
-
-
 def _folder(root: Path, check: str, target: str) -> Path:
-    return Path(root) / check / _slug(target)
+    return Path(root) / check / slug(target)
 
 
 def save(root: Path, check: str, target: str, case) -> Path | None:

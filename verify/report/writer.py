@@ -5,12 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from verify.checks.base import slug
 from verify.report import markdown, results, schema
 from verify.report.atomic import write_text
-
-
-def _slug(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
 def write(out: Path, *, wall_seconds: float | None = None) -> dict:
@@ -19,7 +16,7 @@ def write(out: Path, *, wall_seconds: float | None = None) -> dict:
     for r in records:
         r["repro_path"] = None
         if r.get("repro"):
-            rel = Path("repro") / f"repro_{_slug(r['check'])}_{_slug(r['target'])}.py"
+            rel = Path("repro") / f"repro_{slug(r['check'])}_{slug(r['target'])}.py"
             write_text(out / rel, r["repro"])
             r["repro_path"] = str(rel)
     report = schema.validate(schema.build(meta, records, wall_seconds=wall_seconds))
