@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from datetime import date
@@ -45,7 +46,9 @@ def add_commands(sub) -> None:
         "--profile",
         choices=sorted(PROFILES),
         default="standard",
-        help="search effort: quick (CI), standard (default), release",
+        help="search effort and stages: quick (CI; checks only), standard (default; then a "
+        "2-seed ResNet-50 convergence job and the quick bench), release (deep search, 3 seeds, "
+        "every ResNet-50 layer size)",
     )
     p.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0)")
     p.add_argument(
@@ -86,8 +89,37 @@ def add_commands(sub) -> None:
         action="store_true",
         help="run targets in this process (faster; a crashing target ends the run)",
     )
+    for name, what in (
+        ("converge", "the ResNet-50 convergence job (`varguard converge`)"),
+        ("bench", "the kernel benchmarks (`varguard bench`, on the targets that passed)"),
+    ):
+        stage = p.add_mutually_exclusive_group()
+        stage.add_argument(
+            f"--{name}",
+            nargs="?",
+            const="",
+            default=None,
+            metavar="OPTIONS",
+            help=f"after the checks, run {what} into OUT/{name}/ and show it in the report; "
+            f"OPTIONS are its own, as one argument: --{name}='--seeds 2' (default: the "
+            f"profile's; with --target, its batch-norm targets)",
+        )
+        stage.add_argument(
+            f"--no-{name}", action="store_true", help=f"no {name} stage, whatever the profile"
+        )
     p.add_argument("--list", action="store_true", help="list the built-in targets and exit")
     p.set_defaults(func=cmd_run)
+
+    r = sub.add_parser(
+        "report",
+        help="write a report folder's report.json, .md and .html again",
+        description="Re-read OUT/results.jsonl and the stage folders beside it (converge/, "
+        "bench/) and write report.json, report.md, report.html and the repro scripts again: "
+        "e.g. after `varguard converge --out OUT/converge` or a bench run into OUT/bench.",
+        epilog="Exit codes: 0 every result passed or was skipped, 1 a failure or error, 2 usage.",
+    )
+    r.add_argument("out", type=Path, metavar="OUT", help="a report folder (holds results.jsonl)")
+    r.set_defaults(func=cmd_report)
 
     g = sub.add_parser(
         "gate",
@@ -123,12 +155,22 @@ def add_commands(sub) -> None:
 
 
 def _add_optional(sub) -> None:
-    # Commands that live beside the harness, each in its own package.
-    from verify.bench.command import add_command as add_bench
-    from verify.converge.command import add_command as add_converge
+    for name in STAGES:
+        add_stage_command(sub, name)
 
-    add_bench(sub)
-    add_converge(sub)
+
+#: Commands that live beside the harness, each in its own package; `run` can add them as stages.
+STAGES = ("converge", "bench")
+
+
+def add_stage_command(sub, name: str) -> None:
+    if name == "converge":
+        from verify.converge.command import add_command
+    elif name == "bench":
+        from verify.bench.command import add_command
+    else:
+        raise ValueError(f"name={name!r}; use one of {STAGES}")
+    add_command(sub)
 
 
 def resolve_targets(specs: list[str] | None, families: list[str] | None):
@@ -174,6 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except (FileNotFoundError, ValueError) as exc:
             raise UsageError(f"--baseline {args.baseline}: {exc}") from None
     pairs = resolve_targets(args.target, args.family)
+    stages = _plan_stages(args, pairs)
     wanted = set(args.family or FAMILIES)
     out = args.out or _default_out()
     stream_path = out / results.FILENAME
@@ -187,7 +230,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         names = tuple(c.name for c in checks_for(t.family) if (t.name, c.name) not in done)
         if names:
             jobs.append(Job(spec=spec, target=t.name, family=t.family, checks=names))
-    if not jobs and not done:
+    if not jobs and not done and not stages:
         raise UsageError("no checks apply: the targets' families and --family do not overlap")
 
     meta = metadata.collect(seed=args.seed, profile=args.profile)
@@ -220,7 +263,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             on_result=on_result,
         )
     progress.clear()
-    report = writer.write(out, wall_seconds=round(time.monotonic() - started, 1))
+    report = _run_stages(stages, out, args, started)
     bad = [r for r in report["results"] if r["status"] in ("failed", "error")]
     for r in bad:
         print(f"\n--- {r['status'].upper()}: {r['check']} on {r['target']}\n{r['message']}")
@@ -241,6 +284,67 @@ def cmd_run(args: argparse.Namespace) -> int:
             print("  no changes")
         status = max(status, gate.exit_code(changes))
     return status
+
+
+def _plan_stages(args: argparse.Namespace, pairs) -> list:
+    """The converge and bench stages of this run: flags first, then the profile's defaults (which
+    a --family without batchnorm turns off, since both stages are about batch norm)."""
+    from verify import stages
+
+    profile = get_profile(args.profile)
+    planned = []
+    for name in STAGES:
+        flag = getattr(args, name)
+        defaults = getattr(profile, name)
+        if flag is None and args.family and "batchnorm" not in args.family:
+            defaults = None
+        stage = stages.plan(
+            name,
+            profile_options=defaults,
+            flag=flag,
+            disabled=getattr(args, f"no_{name}"),
+            run_targets=pairs if args.target else None,
+        )
+        if stage is not None:
+            planned.append(stage)
+    return planned
+
+
+def _run_stages(planned: list, out: Path, args: argparse.Namespace, started: float) -> dict:
+    """Converge, then write the report (bench reads its verification from it), then bench, and
+    write the report again with the benchmarks in it."""
+    from verify import stages
+    from verify.report import writer
+
+    def elapsed() -> float:
+        return round(time.monotonic() - started, 1)
+
+    for stage in (s for s in planned if s.name == "converge"):
+        stages.run(stage, out, resume=args.resume)
+    report = writer.write(out, wall_seconds=elapsed())
+    for stage in (s for s in planned if s.name == "bench"):
+        stages.run(stage, out, resume=args.resume)
+        report = writer.write(out, wall_seconds=elapsed())
+    return report
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from verify.report import results, writer
+
+    if not (args.out / results.FILENAME).exists():
+        raise UsageError(
+            f"{args.out}: no {results.FILENAME} here; give the folder `varguard run` wrote"
+        )
+    wall = None
+    with contextlib.suppress(FileNotFoundError, ValueError):  # keep the run's wall time
+        wall = writer.load(args.out)["run"].get("wall_seconds")
+    report = writer.write(args.out, wall_seconds=wall)
+    s = report["summary"]
+    print(
+        f"{s['passed']} passed, {s['failed']} failed, {s['error']} errors, {s['skipped']} "
+        f"skipped; report: {args.out / 'report.html'}"
+    )
+    return EXIT_FAILED if s["failed"] or s["error"] else EXIT_OK
 
 
 def _case_of(result):

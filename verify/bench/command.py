@@ -125,7 +125,7 @@ def _shape(text: str) -> tuple[int, int, int, int]:
     return dims
 
 
-def _check_args(args: argparse.Namespace) -> None:
+def check_args(args: argparse.Namespace) -> None:
     if args.threshold <= 0:
         raise UsageError(f"--threshold={args.threshold}: give a positive fraction, e.g. 0.1")
     if args.min_rounds < 1:
@@ -184,7 +184,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from verify.bench import results, verification, workloads
     from verify.report import metadata
 
-    _check_args(args)
+    check_args(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     old = None
@@ -326,4 +326,4 @@ def _run_pytest(cases: list[dict], json_path: Path, args: argparse.Namespace) ->
                 os.environ[bench_kernels.PLAN_ENV] = previous
 
 
-__all__ = ["add_command", "cmd_bench"]
+__all__ = ["add_command", "check_args", "cmd_bench"]

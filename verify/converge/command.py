@@ -122,6 +122,40 @@ def config_from_args(args: argparse.Namespace) -> ConvergeConfig:
         raise UsageError(_as_flag(str(exc))) from None
 
 
+#: ConvergeConfig fields that have a flag, in the order a reproduction command gives them.
+FLAGS = (
+    "model",
+    "data",
+    "image_size",
+    "train_limit",
+    "epochs",
+    "seeds",
+    "first_seed",
+    "batch_size",
+    "lr",
+    "threshold",
+    "alpha",
+    "controls",
+    "control_seeds",
+    "grad_every",
+    "device",
+)
+
+
+def argv_for(config: dict, *, targets: list[str], controls: bool = True) -> list[str]:
+    """The options that train ``targets`` as ``config`` (a converge.json "config") did: what a
+    reproduction script passes to :func:`main`. ``controls=False`` leaves the controls out."""
+    argv = [a for t in targets for a in ("--target", t)]
+    for name in FLAGS:
+        value = config.get(name)
+        if name == "controls":
+            value = ",".join(value) if value and controls else "none"
+        if value is None:
+            continue
+        argv += ["--" + name.replace("_", "-"), str(value)]
+    return argv
+
+
 def _as_flag(message: str) -> str:
     """Config errors name fields (train_limit=...); on the command line they are flags."""
     from dataclasses import fields

@@ -4,11 +4,11 @@ defects, the plots, every result, and the depth curves measured against the theo
 
 from __future__ import annotations
 
-import base64
 import math
-from html import escape
+from pathlib import Path
 
-from verify.report import depth, plots
+from verify.report import bench_section, converge_section, depth, plots
+from verify.report.tags import esc, image
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
@@ -39,22 +39,11 @@ img.plot { max-width: 100%; border: 1px solid #eee; margin: 0.4em 0; }
 _ORDER = {"failed": 0, "error": 1, "passed": 2, "skipped": 3}
 
 
-def _e(value) -> str:
-    return escape("" if value is None else str(value), quote=True)
-
-
 def _ratio(r: dict) -> str:
     v = plots.ratio_value(r)
     if v is None:
         return "-"
     return "inf" if not math.isfinite(v) else f"{v:.3g}"
-
-
-def _img(png: bytes | None, alt: str) -> str:
-    if png is None:
-        return f'<p class="note">{_e(alt)}: nothing to plot.</p>'
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img class="plot" alt="{_e(alt)}" src="data:image/png;base64,{data}">'
 
 
 def _header(report: dict) -> list[str]:
@@ -78,14 +67,14 @@ def _header(report: dict) -> list[str]:
     ]
     total = sum(s.values())
     out = [
-        f"<h1>varguard report ({_e(run.get('profile'))} profile)</h1>",
+        f"<h1>varguard report ({esc(run.get('profile'))} profile)</h1>",
         '<table class="meta">',
-        *(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows if v not in (None, "")),
+        *(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows if v not in (None, "")),
         "</table>",
         "<h2>Summary</h2>",
         "<p>",
         *(
-            f'<span class="badge bg-{st}">{s.get(st, 0)} {_e(label)}</span>'
+            f'<span class="badge bg-{st}">{s.get(st, 0)} {esc(label)}</span>'
             for st, label in (
                 ("passed", "passed"),
                 ("failed", "failed"),
@@ -108,20 +97,20 @@ def _failures(results: list[dict]) -> list[str]:
     out = [f"<h2>Failures ({len(bad)})</h2>"]
     for r in bad:
         out += [
-            f'<div class="failure {_e(r["status"])}">',
-            f"<h3>{_e(r['check'])} on {_e(r['target'])} "
-            f'(<span class="st-{_e(r["status"])}">{_e(r["status"])}</span>)</h3>',
-            f'<p class="note">family {_e(r.get("family"))}; bound: {_e(r.get("bound") or "-")}; '
-            f"worst error/allowed {_e(_ratio(r))}; {_e(r.get('examples'))} cases in "
+            f'<div class="failure {esc(r["status"])}">',
+            f"<h3>{esc(r['check'])} on {esc(r['target'])} "
+            f'(<span class="st-{esc(r["status"])}">{esc(r["status"])}</span>)</h3>',
+            f'<p class="note">family {esc(r.get("family"))}; bound: {esc(r.get("bound") or "-")}; '
+            f"worst error/allowed {esc(_ratio(r))}; {esc(r.get('examples'))} cases in "
             f"{float(r.get('seconds') or 0):.1f} s</p>",
-            f"<pre>{_e(r.get('message'))}</pre>",
+            f"<pre>{esc(r.get('message'))}</pre>",
         ]
         if r.get("counterexample"):
-            out += ["<p>counterexample:</p>", f"<pre>{_e(r['counterexample'])}</pre>"]
+            out += ["<p>counterexample:</p>", f"<pre>{esc(r['counterexample'])}</pre>"]
         if r.get("worst_case") and r.get("worst_case") != r.get("counterexample"):
-            out += ["<p>worst case seen:</p>", f"<pre>{_e(r['worst_case'])}</pre>"]
+            out += ["<p>worst case seen:</p>", f"<pre>{esc(r['worst_case'])}</pre>"]
         if r.get("repro_path"):
-            out.append(f"<p>reproduce: <code>python {_e(r['repro_path'])}</code></p>")
+            out.append(f"<p>reproduce: <code>python {esc(r['repro_path'])}</code></p>")
         out.append("</div>")
     return out
 
@@ -145,9 +134,9 @@ def _defects(results: list[dict]) -> list[str]:
             else '<span class="st-passed">NO LONGER SEEN</span>'
         )
         out.append(
-            f"<tr><td>{_e(r['target'])}</td><td>{_e(r['check'])}</td>"
-            f"<td>{_e(d.get('description'))}</td><td>{state}</td>"
-            f"<td><code>{_e(d.get('example'))}</code></td></tr>"
+            f"<tr><td>{esc(r['target'])}</td><td>{esc(r['check'])}</td>"
+            f"<td>{esc(d.get('description'))}</td><td>{state}</td>"
+            f"<td><code>{esc(d.get('example'))}</code></td></tr>"
         )
     out.append("</table>")
     return out
@@ -159,8 +148,8 @@ def _ratio_plots(results: list[dict]) -> list[str]:
         '<p class="note">Each check measures error / allowed on every case; a result fails when '
         "a case exceeds 1. Ratios of 0 (exact agreement) sit on the floor, infinite or NaN "
         "errors on the ceiling (triangles).</p>",
-        _img(plots.ratio_distribution(results), "distribution of worst error/allowed per check"),
-        _img(plots.worst_cases(results), "worst cases"),
+        image(plots.ratio_distribution(results), "distribution of worst error/allowed per check"),
+        image(plots.worst_cases(results), "worst cases"),
     ]
 
 
@@ -174,10 +163,11 @@ def _all_results(results: list[dict]) -> list[str]:
         st = r["status"]
         note = r.get("message") if st == "skipped" else r.get("bound")
         out.append(
-            f'<tr class="row-{_e(st)}"><td>{_e(r["target"])}</td><td>{_e(r["check"])}</td>'
-            f'<td>{_e(r.get("family"))}</td><td class="st-{_e(st)}">{_e(st)}</td>'
-            f'<td class="num">{_e(_ratio(r))}</td><td class="num">{_e(r.get("examples"))}</td>'
-            f'<td class="num">{float(r.get("seconds") or 0):.1f}</td><td>{_e(note or "")}</td></tr>'
+            f'<tr class="row-{esc(st)}"><td>{esc(r["target"])}</td><td>{esc(r["check"])}</td>'
+            f'<td>{esc(r.get("family"))}</td><td class="st-{esc(st)}">{esc(st)}</td>'
+            f'<td class="num">{esc(_ratio(r))}</td><td class="num">{esc(r.get("examples"))}</td>'
+            f'<td class="num">{float(r.get("seconds") or 0):.1f}</td>'
+            f"<td>{esc(note or '')}</td></tr>"
         )
     out.append("</table>")
     return out
@@ -203,10 +193,10 @@ def _depth_section(curves: dict | None, failure: str | None) -> list[str]:
         "batch and units.</p>",
     ]
     if curves is None:
-        return [*out, f"<p>The depth curves could not be computed: <code>{_e(failure)}</code></p>"]
+        return [*out, f"<p>The depth curves could not be computed: <code>{esc(failure)}</code></p>"]
     if not curves:
         return [*out, '<p class="note">No depth curves in this report.</p>']
-    out.append(_img(plots.depth_curves(curves), "depth curves: measured against theory"))
+    out.append(image(plots.depth_curves(curves), "depth curves: measured against theory"))
     out.append(
         "<table><tr><th>curve</th><th>theory</th><th>depth D</th><th>measured at D</th>"
         "<th>theory at D</th><th>largest factor off, any depth</th></tr>"
@@ -214,7 +204,7 @@ def _depth_section(curves: dict | None, failure: str | None) -> list[str]:
     for name, (xs, measured, theory) in curves.items():
         title, words = depth.DESCRIPTIONS.get(name, (name, ""))
         out.append(
-            f'<tr><td>{_e(title)}</td><td>{_e(words)}</td><td class="num">{xs[-1]}</td>'
+            f'<tr><td>{esc(title)}</td><td>{esc(words)}</td><td class="num">{xs[-1]}</td>'
             f'<td class="num">{measured[-1]:.4g}</td><td class="num">{theory[-1]:.4g}</td>'
             f'<td class="num">{_max_factor(measured, theory):.3g}</td></tr>'
         )
@@ -222,9 +212,16 @@ def _depth_section(curves: dict | None, failure: str | None) -> list[str]:
     return out
 
 
-def render(report: dict, *, curves: dict | None = None) -> str:
+def _bench_plot(section: dict | None) -> bytes | None:
+    if not section or section.get("status") != "finished":
+        return None
+    return plots.bench_ratios(section["rows"])
+
+
+def render(report: dict, *, curves: dict | None = None, folder: Path | None = None) -> str:
     """The page for a report.json; ``curves`` (from verify.report.depth.curves) are computed here
-    when not given. A failure computing them is shown on the page, not raised: the report stands."""
+    when not given. A failure computing them is shown on the page, not raised: the report stands.
+    ``folder`` is the report's folder, where the convergence plots are read from."""
     failure = None
     if curves is None:
         try:
@@ -238,6 +235,8 @@ def render(report: dict, *, curves: dict | None = None) -> str:
         *_failures(results),
         *_defects(results),
         *_ratio_plots(results),
+        *converge_section.html(report.get("converge"), folder),
+        *bench_section.html(report.get("bench"), _bench_plot(report.get("bench"))),
         *_all_results(results),
         *_depth_section(curves, failure),
     ]
@@ -248,7 +247,7 @@ def render(report: dict, *, curves: dict | None = None) -> str:
             "<head>",
             '<meta charset="utf-8">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>{_e(title)}</title>",
+            f"<title>{esc(title)}</title>",
             f"<style>{CSS}</style>",
             "</head>",
             "<body>",

@@ -1,6 +1,9 @@
-"""report.md: the summary, the failures with their reproduction scripts, then every result."""
+"""report.md: the summary, the failures with their reproduction scripts, the convergence job and
+the benchmarks when the run had them, then every result."""
 
 from __future__ import annotations
+
+from verify.report import bench_section, converge_section
 
 
 def _ratio(r) -> str:
@@ -49,6 +52,8 @@ def render(report: dict) -> str:
             state = "still present" if d["present"] else "NO LONGER SEEN"
             lines.append(f"- {r['target']} / {r['check']}: {d['description']} ({state})")
         lines.append("")
+    lines += converge_section.markdown(report.get("converge"))
+    lines += bench_section.markdown(report.get("bench"))
     lines += [
         "## All results",
         "",

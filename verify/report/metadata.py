@@ -85,5 +85,13 @@ def collect(*, seed: int, profile: str, argv: list[str] | None = None) -> dict:
         "profile": profile,
         "git_revision": git_revision(),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "argv": list(sys.argv if argv is None else argv),
+        "argv": _command(sys.argv if argv is None else argv),
     }
+
+
+def _command(argv: list[str]) -> list[str]:
+    """The command as a user types it: `python -m verify` and the console script are `varguard`."""
+    argv = list(argv)
+    if argv and Path(argv[0]).name in ("varguard", "__main__.py"):
+        argv[0] = "varguard"
+    return argv

@@ -1,5 +1,6 @@
-"""PNG plots for the HTML report (matplotlib, Agg backend): ratio distributions, the worst cases and
-the depth curves. Each function returns PNG bytes, or None when there is nothing to plot."""
+"""PNG plots for the HTML report (matplotlib, Agg backend): ratio distributions, the worst cases,
+the depth curves and the benchmarks' bandwidth ratios. Each function returns PNG bytes, or None
+when there is nothing to plot."""
 
 from __future__ import annotations
 
@@ -184,4 +185,37 @@ def depth_curves(curves: dict[str, depth_mod.Curve]) -> bytes:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
     fig.tight_layout()
+    return _png(fig)
+
+
+def bench_ratios(rows: list[dict]) -> bytes | None:
+    """One panel per benchmarked operation: achieved bandwidth over a same-run copy's, per layer
+    size (network order), one colour per target across panels; 1 is the bandwidth limit."""
+    rows = [r for r in rows if r.get("bandwidth_ratio")]
+    if not rows:
+        return None
+    ops = list(dict.fromkeys(r["op"] for r in rows))
+    colours = {t: f"C{i % 10}" for i, t in enumerate(dict.fromkeys(r["target"] for r in rows))}
+    fig, axes = plt.subplots(1, len(ops), figsize=(4.2 * len(ops), 3.6), squeeze=False)
+    for ax, op in zip(axes[0], ops, strict=True):
+        mine = [r for r in rows if r["op"] == op]
+        shapes = sorted({tuple(r["shape"]) for r in mine}, key=lambda s: (-s[2] * s[3], s[1], s[0]))
+        xs = {s: i for i, s in enumerate(shapes)}
+        for target in dict.fromkeys(r["target"] for r in mine):
+            pts = sorted((xs[tuple(r["shape"])], r["bandwidth_ratio"]) for r in mine
+                         if r["target"] == target)  # fmt: skip
+            ax.plot(*zip(*pts, strict=True), "o-", color=colours[target], markersize=4)
+        ax.axhline(1.0, color="k", linestyle="--", linewidth=1)
+        ax.set_xticks(range(len(shapes)))
+        ax.set_xticklabels(["x".join(map(str, s[1:])) for s in shapes], rotation=30, fontsize=7)
+        ax.set_yscale("log")
+        ax.set_title(op, fontsize=10)
+        ax.set_xlabel("C x H x W")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("GB/s / copy GB/s")
+    handles = [plt.Line2D([], [], color=c, marker="o", label=t) for t, c in colours.items()]
+    handles.append(plt.Line2D([], [], color="k", linestyle="--", label="copy (the limit)"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=8,
+               bbox_to_anchor=(0.5, -0.02))  # fmt: skip
+    fig.tight_layout(rect=(0, 0.12 + 0.04 * (len(handles) // 5), 1, 1))
     return _png(fig)

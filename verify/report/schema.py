@@ -1,11 +1,18 @@
-"""report.json: a versioned schema built from results.jsonl, and its validation."""
+"""report.json: a versioned schema built from results.jsonl, and its validation.
+
+Version 2 adds "converge" (the ResNet-50 convergence job, whose gated checks are also results of
+family "converge") and "bench" (the kernel benchmarks); each is null when the run had no such
+stage. Version 1 reports still load (as baselines for the gate), read as having neither.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
 SCHEMA = "varguard.report"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+SECTIONS = ("converge", "bench")
 STATUSES = ("passed", "failed", "skipped", "error")
 
 RUN_KEYS = (
@@ -37,7 +44,14 @@ class SchemaError(ValueError):
     pass
 
 
-def build(meta: dict, results: list[dict], *, wall_seconds: float | None = None) -> dict:
+def build(
+    meta: dict,
+    results: list[dict],
+    *,
+    wall_seconds: float | None = None,
+    converge: dict | None = None,
+    bench: dict | None = None,
+) -> dict:
     entries = []
     for r in results:
         e = {k: r.get(k) for k in RESULT_KEYS}
@@ -55,6 +69,8 @@ def build(meta: dict, results: list[dict], *, wall_seconds: float | None = None)
         },
         "summary": summary,
         "results": entries,
+        "converge": converge,
+        "bench": bench,
     }
 
 
@@ -62,11 +78,17 @@ def validate(report: dict) -> dict:
     """Raise SchemaError naming the first thing wrong; return the report if it is valid."""
     if report.get("schema") != SCHEMA:
         raise SchemaError(f"not a varguard report: schema={report.get('schema')!r}")
-    if report.get("schema_version") != SCHEMA_VERSION:
+    if report.get("schema_version") not in READABLE_VERSIONS:
         raise SchemaError(
             f"schema_version={report.get('schema_version')!r}; this varguard "
-            f"reads version {SCHEMA_VERSION}"
+            f"reads versions {READABLE_VERSIONS}"
         )
+    for key in SECTIONS:
+        if report["schema_version"] >= 2 and key not in report:
+            raise SchemaError(f"a version-2 report has {key!r} (null when absent); it is missing")
+        report.setdefault(key, None)
+        if report[key] is not None and not isinstance(report[key], dict):
+            raise SchemaError(f"{key!r} is {type(report[key]).__name__}, not an object or null")
     missing = [k for k in RUN_KEYS if k not in report.get("run", {})]
     if missing:
         raise SchemaError(f"run metadata lacks {missing}")

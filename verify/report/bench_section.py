@@ -1,0 +1,198 @@
+"""The kernel benchmarks in the verification report: read REPORT/bench/ (pytest-benchmark JSON as
+``varguard bench`` annotates it) and render the bandwidth ratios in Markdown and HTML.
+
+Benchmarks are measurements, not checks: they add no result to the summary, except an error when
+the bench stage crashed. ``bench.json`` stays the machine-readable record (``--compare`` reads it);
+report.json keeps one row per timed operation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from verify.checks.base import CheckResult
+from verify.report.tags import esc as escape
+from verify.report.tags import image
+
+FOLDER = "bench"
+ROW_KEYS = (
+    "op",
+    "target",
+    "dtype",
+    "shape",
+    "time_s",
+    "time_stat",
+    "bytes",
+    "gbps",
+    "copy_gbps",
+    "bandwidth_ratio",
+    "speedup_vs_reference",
+)
+
+
+def collect(out: Path) -> dict | None:
+    """report.json's "bench": the stage record and one row per timed operation; None if absent."""
+    from verify.bench.results import load
+    from verify.bench.workloads import layer_name
+
+    folder = Path(out) / FOLDER
+    stage = _read(folder / "stage.json")
+    try:
+        data = load(folder)
+    except (FileNotFoundError, ValueError, json.JSONDecodeError):
+        data = None
+    if stage is None and data is None:
+        return None
+    if data is None:
+        return {"folder": FOLDER, "status": (stage or {}).get("status", "crashed"), "stage": stage}
+    rows = []
+    for b in data["benchmarks"]:
+        info = b.get("extra_info", {})
+        if info.get("kind") != "op":
+            continue
+        row = {k: info.get(k) for k in ROW_KEYS}
+        row["layer"] = layer_name(info["shape"])
+        rows.append(row)
+    own = data.get("varguard", {})
+    return {
+        "folder": FOLDER,
+        "status": "finished",
+        "stage": stage,
+        "command": (stage or {}).get("command") or " ".join(own.get("meta", {}).get("argv", [])),
+        "device": own.get("meta", {}).get("device"),
+        "reference": own.get("reference"),
+        "notes": own.get("notes", []),
+        "not_benchmarked": own.get("skipped", []),
+        "rows": rows,
+    }
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def results(section: dict | None) -> list[dict]:
+    """An error result when the bench stage crashed (or a skipped one when it could not run)."""
+    if section is None or section["status"] == "finished":
+        return []
+    stage = section.get("stage") or {}
+    status = "skipped" if section["status"] == "skipped" else "error"
+    message = stage.get("why") or (
+        f"`{stage.get('command')}` exited with code {stage.get('returncode')} and wrote no "
+        f"bench.json; its last lines of stderr:\n{stage.get('stderr_tail', '')}"
+    )
+    record = CheckResult(
+        check="bench.job", target="bench", family="bench", status=status, message=message
+    )
+    return [record.to_json()]
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+HEADER = (
+    "operation",
+    "shape (N, C, H, W)",
+    "layer",
+    "target",
+    "dtype",
+    "time (ms)",
+    "GB/s",
+    "ratio to copy",
+    "vs reference",
+)
+
+
+def _fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _rows(section: dict) -> list[tuple[str, ...]]:
+    from verify.bench.workloads import OPS
+
+    order = {op: i for i, op in enumerate(OPS)}
+    rows = sorted(
+        section["rows"],
+        key=lambda r: (
+            order.get(r["op"], 99),
+            -r["shape"][2] * r["shape"][3],
+            r["shape"][1],
+            r["target"] != section.get("reference"),
+            r["target"],
+        ),
+    )
+    return [
+        (
+            r["op"],
+            "x".join(map(str, r["shape"])),
+            r["layer"],
+            r["target"],
+            r["dtype"],
+            f"{r['time_s'] * 1e3:.4g}",
+            _fmt(r["gbps"], ".3g"),
+            _fmt(r["bandwidth_ratio"], ".3g"),
+            _fmt(r["speedup_vs_reference"], ".3g"),
+        )
+        for r in rows
+    ]
+
+
+def _intro(section: dict) -> list[str]:
+    if section["status"] != "finished":
+        return [f"The bench stage did not finish: {section['status']} (see the results)."]
+    return [
+        f"Command: `{section['command']}`. Minimum bytes: each input read once, each output "
+        "written once; ratio to copy = achieved GB/s over a `y.copy_(x)` of as many bytes timed "
+        f"in the same run; vs reference = {section.get('reference')} time / this time. Full "
+        f"tables: {section['folder']}/bench.md; pytest-benchmark JSON: {section['folder']}/"
+        "bench.json.",
+        *section["notes"],
+    ]
+
+
+def markdown(section: dict | None) -> list[str]:
+    if section is None:
+        return []
+    lines = ["## Kernel benchmarks", "", *(f"- {n}" for n in _intro(section)), ""]
+    if section["status"] != "finished":
+        return lines
+    lines += ["| " + " | ".join(HEADER) + " |", "|" + "---|" * 5 + "---:|" * 4]
+    lines += ["| " + " | ".join(row) + " |" for row in _rows(section)]
+    lines.append("")
+    if section["not_benchmarked"]:
+        lines += [f"{len(section['not_benchmarked'])} (target, operation) pairs not benchmarked:"]
+        lines += [f"- {s['target']} {s['op']}: {s['why']}" for s in section["not_benchmarked"]]
+        lines.append("")
+    return lines
+
+
+def html(section: dict | None, plot_png: bytes | None) -> list[str]:
+    if section is None:
+        return []
+    out = ["<h2>Kernel benchmarks</h2>", "<ul>"]
+    out += [f"<li>{escape(n)}</li>" for n in _intro(section)] + ["</ul>"]
+    if section["status"] != "finished":
+        return out
+    out.append(image(plot_png, "achieved bandwidth as a fraction of a copy's"))
+    out.append("<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in HEADER) + "</tr>")
+    for row in _rows(section):
+        cells = "".join(
+            f'<td class="num">{escape(v)}</td>' if i >= 5 else f"<td>{escape(v)}</td>"
+            for i, v in enumerate(row)
+        )
+        out.append(f"<tr>{cells}</tr>")
+    out.append("</table>")
+    if section["not_benchmarked"]:
+        out.append("<p>Not benchmarked:</p><ul>")
+        out += [
+            f"<li>{escape(s['target'])} {escape(s['op'])}: {escape(s['why'])}</li>"
+            for s in section["not_benchmarked"]
+        ]
+        out.append("</ul>")
+    return out
+
+
+__all__ = ["FOLDER", "collect", "html", "markdown", "results"]
