@@ -244,3 +244,20 @@ def test_version_1_reports_still_load_as_baselines(tmp_path):
     del report["converge"]
     with pytest.raises(schema.SchemaError, match="'converge'"):
         schema.validate(report)
+
+
+def test_a_fresh_run_into_an_old_folder_drops_the_old_stages_and_repros(tmp_path):
+    out = tmp_path / "report"
+    shutil.copytree(CONVERGE_CPU, out / "converge")
+    (out / "repro").mkdir()
+    (out / "repro" / "repro_old_failure.py").write_text("raise SystemExit(1)\n")
+    proc = varguard(
+        "run", "--profile", "quick", "--target", "torch-xavier-uniform", "--no-isolation",
+        "--out", str(out), "--corpus", str(tmp_path / "corpus"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "removed" in proc.stdout and not (out / "converge").exists()
+    report = writer.load(out)
+    assert report["converge"] is None and report["bench"] is None
+    assert {r["family"] for r in report["results"]} == {"init"}
+    assert not list((out / "repro").glob("*.py"))

@@ -233,6 +233,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not jobs and not done and not stages:
         raise UsageError("no checks apply: the targets' families and --family do not overlap")
 
+    if not args.resume:
+        _clear_stage_folders(out)
     meta = metadata.collect(seed=args.seed, profile=args.profile)
     stream = results.ResultStream(stream_path, meta, resume=args.resume)
     total = sum(len(j.checks) for j in jobs)
@@ -284,6 +286,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             print("  no changes")
         status = max(status, gate.exit_code(changes))
     return status
+
+
+def _clear_stage_folders(out: Path) -> None:
+    """A fresh run into an old report folder must not show the old run's stages."""
+    import shutil
+
+    for name in STAGES:
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+            print(f"removed {out / name}/ of an earlier run (use --resume to keep it)")
 
 
 def _plan_stages(args: argparse.Namespace, pairs) -> list:

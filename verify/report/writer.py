@@ -20,12 +20,16 @@ def write(out: Path, *, wall_seconds: float | None = None) -> dict:
     converge = converge_section.collect(out)
     bench = bench_section.collect(out)
     records += converge_section.results(converge) + bench_section.results(bench)
+    written = set()
     for r in records:
         r["repro_path"] = None
         if r.get("repro"):
             rel = Path("repro") / f"repro_{slug(r['check'])}_{slug(r['target'])}.py"
             write_text(out / rel, r["repro"])
             r["repro_path"] = str(rel)
+            written.add(out / rel)
+    for stale in set((out / "repro").glob("repro_*.py")) - written:  # from an earlier run
+        stale.unlink()
     report = schema.validate(
         schema.build(meta, records, wall_seconds=wall_seconds, converge=converge, bench=bench)
     )
