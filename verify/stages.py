@@ -162,4 +162,44 @@ def _spawn(argv: list[str]) -> tuple[int, list[str]]:
         return proc.wait(), list(tail)
 
 
-__all__ = ["OUTPUT", "STAGE_FILE", "Stage", "parse_options", "plan", "run"]
+# --- reading a stage folder back (the report writer) ---------------------------------------------
+
+
+def read_json(path: Path) -> dict | None:
+    """A stage's JSON file, or None when it is missing or cut short by a crash."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def unfinished_result(name: str, record: dict | None) -> dict:
+    """The result standing for a stage that wrote no output: skipped (with why) or an error
+    (with the command, its exit code and the tail of its stderr)."""
+    from verify.checks.base import CheckResult
+
+    record = record or {}
+    if record.get("status") == "skipped":
+        status, message = "skipped", record.get("why", "")
+    else:
+        status = "error"
+        message = (
+            f"`{record.get('command', 'varguard ' + name)}` exited with code "
+            f"{record.get('returncode')} and wrote no {OUTPUT[name]}; the last lines of its "
+            f"stderr:\n{record.get('stderr_tail', '')}"
+        )
+    return CheckResult(
+        check=f"{name}.job", target=name, family=name, status=status, message=message
+    ).to_json()
+
+
+__all__ = [
+    "OUTPUT",
+    "STAGE_FILE",
+    "Stage",
+    "parse_options",
+    "plan",
+    "read_json",
+    "run",
+    "unfinished_result",
+]

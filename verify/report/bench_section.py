@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from verify.checks.base import CheckResult
 from verify.report.tags import esc as escape
 from verify.report.tags import image
+from verify.stages import STAGE_FILE, read_json, unfinished_result
 
 FOLDER = "bench"
 ROW_KEYS = (
@@ -37,7 +37,7 @@ def collect(out: Path) -> dict | None:
     from verify.bench.workloads import layer_name
 
     folder = Path(out) / FOLDER
-    stage = _read(folder / "stage.json")
+    stage = read_json(folder / STAGE_FILE)
     try:
         data = load(folder)
     except (FileNotFoundError, ValueError, json.JSONDecodeError):
@@ -68,27 +68,11 @@ def collect(out: Path) -> dict | None:
     }
 
 
-def _read(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 def results(section: dict | None) -> list[dict]:
-    """An error result when the bench stage crashed (or a skipped one when it could not run)."""
+    """A result standing for a bench stage that wrote nothing (crashed, or skipped)."""
     if section is None or section["status"] == "finished":
         return []
-    stage = section.get("stage") or {}
-    status = "skipped" if section["status"] == "skipped" else "error"
-    message = stage.get("why") or (
-        f"`{stage.get('command')}` exited with code {stage.get('returncode')} and wrote no "
-        f"bench.json; its last lines of stderr:\n{stage.get('stderr_tail', '')}"
-    )
-    record = CheckResult(
-        check="bench.job", target="bench", family="bench", status=status, message=message
-    )
-    return [record.to_json()]
+    return [unfinished_result("bench", section.get("stage"))]
 
 
 # --- rendering ----------------------------------------------------------------------------------

@@ -9,12 +9,12 @@ the exit code and the gate count them; the controls are reported, not gated, as 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from verify.checks.base import CheckResult
 from verify.report.tags import esc as escape
 from verify.report.tags import image
+from verify.stages import OUTPUT, STAGE_FILE, read_json, unfinished_result
 
 FOLDER = "converge"
 FAMILY = "converge"
@@ -30,8 +30,8 @@ GATED = ("target", "reference")
 def collect(out: Path) -> dict | None:
     """report.json's "converge": the stage record, converge.json, the plots; None if absent."""
     folder = Path(out) / FOLDER
-    stage = _read(folder / "stage.json")
-    data = _read(folder / "converge.json")
+    stage = read_json(folder / STAGE_FILE)
+    data = read_json(folder / OUTPUT["converge"])
     if stage is None and data is None:
         return None
     if data is not None:
@@ -47,26 +47,13 @@ def collect(out: Path) -> dict | None:
     }
 
 
-def _read(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 def results(section: dict | None) -> list[dict]:
     """Result records (as in results.jsonl) for the gated checks of the job."""
     if section is None:
         return []
-    data, stage = section["data"], section["stage"] or {}
+    data = section["data"]
     if data is None:
-        if section["status"] == "skipped":
-            return [_record("converge", "converge.job", "skipped", stage.get("why", ""))]
-        message = (
-            f"`{stage.get('command')}` exited with code {stage.get('returncode')} and wrote no "
-            f"converge.json; its last lines of stderr:\n{stage.get('stderr_tail', '')}"
-        )
-        return [_record("converge", "converge.job", "error", message)]
+        return [unfinished_result("converge", section["stage"])]
     runs_by_arm: dict[str, list[dict]] = {}
     for run in data["runs"]:
         runs_by_arm.setdefault(run["arm"], []).append(run)
