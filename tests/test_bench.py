@@ -90,6 +90,25 @@ def test_compare_flags_an_injected_2x_slowdown(tiny_run, tmp_path):
     assert "REGRESSION" in (new / "bench.md").read_text()
 
 
+def test_compare_refuses_another_machines_timings(tiny_run, tmp_path):
+    """Timings from another device or thread count compare hardware, not code."""
+    _, out = tiny_run
+    data = json.loads((out / "bench.json").read_text())
+    elsewhere = copy.deepcopy(data)
+    elsewhere["varguard"]["meta"]["device"]["torch_threads"] = 64
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(elsewhere))
+    argv = ["--target", "torch-eager", "--op", "fwd-train", "--out", str(tmp_path / "new"),
+            "--compare", str(old), *TINY]  # fmt: skip
+    with pytest.raises(UsageError, match="torch_threads 64 then, 1 now.*--any-machine"):
+        bench(*argv)
+    assert not (tmp_path / "new").exists()  # refused before timing anything
+    # Timing noise on a tiny op is not what is tested here: a threshold no noise reaches.
+    assert bench(*argv, "--any-machine", "--threshold", "10") == EXIT_OK
+    del elsewhere["varguard"]
+    assert "no device record" in results.machine_difference(elsewhere, {"kind": "cpu"})
+
+
 def test_verification_can_come_from_a_report(tmp_path):
     """--verified REPORT: the checks are not run; a failure recorded there refuses the pair."""
     from verify.checks.base import CheckResult

@@ -85,6 +85,11 @@ def add_command(sub) -> None:
         help="an old bench.json (or folder): exit 1 if an operation got slower past --threshold",
     )
     p.add_argument(
+        "--any-machine",
+        action="store_true",
+        help="--compare even when OLD was timed on another device or thread count",
+    )
+    p.add_argument(
         "--threshold",
         type=float,
         default=DEFAULT_THRESHOLD,
@@ -193,6 +198,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             old = results.load(args.compare)
         except (FileNotFoundError, ValueError) as exc:
             raise UsageError(f"--compare {args.compare}: {exc}") from None
+        other = results.machine_difference(old, metadata.device())
+        if other and not args.any_machine:
+            raise UsageError(
+                f"--compare {args.compare}: timed on another machine or thread count ({other}); "
+                "re-time the old version here, or pass --any-machine to compare anyway"
+            )
     targets, interpreted = _targets(args)
     ops = args.op or list(workloads.OPS)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -72,6 +72,23 @@ def load(path: Path) -> dict:
 # --- comparison --------------------------------------------------------------------------------
 
 
+def machine_difference(old: dict, device: dict) -> str | None:
+    """How the machine that timed ``old`` differs from ``device`` (this run's), or None.
+
+    Timings from two machines, or two thread counts, compare hardware, not code: --compare
+    refuses them unless asked. A bench.json without varguard's metadata cannot be placed."""
+    then = old.get("varguard", {}).get("meta", {}).get("device")
+    if not then:
+        return "the old run has no device record (not written by varguard bench)"
+    keys = sorted(set(then) | set(device))
+    diff = [
+        f"{k} {then.get(k)!r} then, {device.get(k)!r} now"
+        for k in keys
+        if then.get(k) != device.get(k)
+    ]
+    return "; ".join(diff) or None
+
+
 @dataclass(frozen=True)
 class Change:
     id: str
@@ -214,4 +231,4 @@ def _network_order(shape) -> tuple:
     return (-int(shape[2]) * int(shape[3]), int(shape[1]), int(shape[0]))
 
 
-__all__ = ["Change", "annotate", "compare", "load", "markdown", "time_of"]
+__all__ = ["Change", "annotate", "compare", "load", "machine_difference", "markdown", "time_of"]
