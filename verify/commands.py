@@ -89,9 +89,13 @@ def add_commands(sub) -> None:
         action="store_true",
         help="run targets in this process (faster; a crashing target ends the run)",
     )
-    for name, what in (
-        ("converge", "the ResNet-50 convergence job (`varguard converge`)"),
-        ("bench", "the kernel benchmarks (`varguard bench`, on the targets that passed)"),
+    for name, what, example in (
+        ("converge", "the ResNet-50 convergence job (`varguard converge`)", "--seeds 3"),
+        (
+            "bench",
+            "the kernel benchmarks (`varguard bench`, on the targets that passed)",
+            "--quick",
+        ),
     ):
         stage = p.add_mutually_exclusive_group()
         stage.add_argument(
@@ -101,7 +105,7 @@ def add_commands(sub) -> None:
             default=None,
             metavar="OPTIONS",
             help=f"after the checks, run {what} into OUT/{name}/ and show it in the report; "
-            f"OPTIONS are its own, as one argument: --{name}='--seeds 2' (default: the "
+            f"OPTIONS are its own, as one argument: --{name}='{example}' (default: the "
             f"profile's; with --target, its batch-norm targets)",
         )
         stage.add_argument(
