@@ -5,6 +5,7 @@ adapter runs it; the correct blocks pass every check, so a failure is the bug's.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from reference.residual import BasicBlock, Bottleneck, conv1x1, conv3x3
@@ -97,6 +98,33 @@ class BottleneckStrideIn1x1(Bottleneck):
         self.bn3 = self.norm_layer(self.out_channels)
 
 
+def _tf32(t: torch.Tensor) -> torch.Tensor:
+    """Round float32 to TF32's 10-bit mantissa (round to nearest on the bits dropped), as tensor
+    cores read their inputs."""
+    bits = t.detach().contiguous().view(torch.int32)
+    rounded = ((bits + (1 << 12)) & ~((1 << 13) - 1)).view(torch.float32)
+    # Integer bit tricks carry no gradient: pass it straight through, as a TF32 conv's does.
+    return t + (rounded - t).detach()
+
+
+class ConvTF32(_Basic):
+    """Branch convolutions on TF32 inputs (accumulated in float32): what cuDNN does on Ampere and
+    later GPUs while ``torch.backends.cudnn.allow_tf32`` is on, its default. A precision choice
+    made silently: 4.9e-4 relative per input instead of float32's 6e-8."""
+
+    def _build_branch(self) -> None:
+        super()._build_branch()
+        for conv in (self.conv1, self.conv2):
+            conv.forward = _tf32_conv(conv)
+
+
+def _tf32_conv(conv: nn.Conv2d):
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(_tf32(x), _tf32(conv.weight), conv.bias, conv.stride, conv.padding)
+
+    return forward
+
+
 _BUGS: list[tuple[type[nn.Module], str, str, dict, tuple[str, ...]]] = [
     (
         AddAfterRelu,
@@ -138,6 +166,13 @@ _BUGS: list[tuple[type[nn.Module], str, str, dict, tuple[str, ...]]] = [
         "bottleneck_stride_in_1x1",
         "v1 stride placement (first 1x1 conv) in a v1.5 bottleneck",
         {"block": "bottleneck"},
+        ("residual.forward",),
+    ),
+    (
+        ConvTF32,
+        "conv_tf32",
+        "branch convolutions on TF32 inputs (cuDNN's allow_tf32 default on Ampere+)",
+        {"block": "basic"},
         ("residual.forward",),
     ),
 ]
