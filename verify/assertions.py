@@ -79,9 +79,9 @@ def compare(
     ratio = np.where(np.isnan(ratio), np.inf, ratio)
     if a.size == 0:
         return Comparison(what, bound, 0, 0, 0.0, (), 0.0, 0.0, 0.0, (), 0.0, ())
-    iw = _argmax(ratio)
-    ia = _argmax(err)
-    ir = _argmax(np.where(np.isnan(rel), np.inf, rel))
+    iw = argmax_index(ratio)
+    ia = argmax_index(err)
+    ir = argmax_index(np.where(np.isnan(rel), np.inf, rel))
     return Comparison(
         what=what,
         bound=bound,
@@ -102,8 +102,21 @@ class ShapeMismatch(AssertionError):
     """The target returned an array of the wrong shape: never a tolerance question."""
 
 
-def _argmax(a: np.ndarray) -> tuple[int, ...]:
+def argmax_index(a: np.ndarray) -> tuple[int, ...]:
+    """The index of the largest element (of a boolean array: the first True), as ints."""
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(a)), a.shape))
+
+
+def input_changed(before: np.ndarray, after: np.ndarray, where: str) -> str | None:
+    """Why ``after`` is not ``before`` bit for bit (NaN matching NaN), or None if unchanged: the
+    message of the no-mutation checks."""
+    diff = ~((after == before) | (np.isnan(before) & np.isnan(after)))
+    if not diff.any():
+        return None
+    return (
+        f"{where} changed {int(diff.sum())} of {before.size} input elements, first at "
+        f"{argmax_index(diff)}"
+    )
 
 
 def worst(*comparisons: Comparison) -> Comparison:

@@ -78,6 +78,9 @@ def run_jobs(
         if on_result:
             on_result(r)
 
+    def error(job: Job, check: str, why: str) -> None:
+        emit(CheckResult(check, job.target, job.family, ERROR, message=f"isolation: {why}"))
+
     for job in jobs:
         remaining = list(job.checks)
         while remaining:
@@ -112,15 +115,7 @@ def run_jobs(
                     break
                 elif kind == "fatal":
                     for name in list(remaining):
-                        emit(
-                            CheckResult(
-                                check=name,
-                                target=job.target,
-                                family=job.family,
-                                status=ERROR,
-                                message=f"isolation: worker failed: {payload}",
-                            )
-                        )
+                        error(job, name, f"worker failed: {payload}")
                     remaining.clear()
                     break
                 else:  # died or timed out: blame the running check, restart for the rest
@@ -133,15 +128,7 @@ def run_jobs(
                         if kind == "timeout"
                         else _death(proc.exitcode)
                     )
-                    emit(
-                        CheckResult(
-                            check=name,
-                            target=job.target,
-                            family=job.family,
-                            status=ERROR,
-                            message=f"isolation: {why}",
-                        )
-                    )
+                    error(job, name, why)
                     remaining.remove(name)
                     break
             proc.join(10)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from reference import batchnorm as ref
 from reference.sharding import chan_combine
 from theory import rounding
-from verify.assertions import compare, worst
+from verify.assertions import argmax_index, compare, input_changed, worst
 from verify.checks.base import Check, Measurement
 from verify.strategies.batchnorm import BNCase, make_affine, make_grad, make_input
 from verify.targets import batchnorm as adapter
@@ -455,14 +455,9 @@ def measure_no_mutation(target: Target, case: BNCase) -> Measurement:
         ("training forward/backward", run.input_after),
         ("no-grad eval forward", x.to(torch.float64).cpu().numpy()),
     ):
-        diff = ~((after == before) | (np.isnan(before) & np.isnan(after)))
-        if diff.any():
-            idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), before.shape))
-            return Measurement(
-                float("inf"),
-                f"{where} changed {int(diff.sum())} of "
-                f"{before.size} input elements, first at {idx}",
-            )
+        changed = input_changed(before, after, where)
+        if changed:
+            return Measurement(float("inf"), changed)
     return Measurement(0.0, "input unchanged by training and by no-grad inference")
 
 
@@ -494,11 +489,10 @@ def measure_poisoned(target: Target, case: BNCase) -> Measurement:
             continue
         bad = np.isnan(arr) & np.isfinite(fw.y).all()
         if bad.any():
-            idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), arr.shape))
             return Measurement(
                 float("inf"),
                 f"{name}: {int(bad.sum())} of {arr.size} elements "
-                f"left unwritten (NaN poison) first at {idx}",
+                f"left unwritten (NaN poison) first at {argmax_index(bad)}",
             )
     return Measurement(0.0, "every output element written")
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from theory import rounding
 from theory.residual import branch_variance, gradient_growth_predictions, stream_variance
-from verify.assertions import compare, worst
+from verify.assertions import compare, input_changed, worst
 from verify.checks.base import Check, Measurement
 from verify.profiles import Profile
 from verify.strategies.common import round_to
@@ -283,7 +283,8 @@ def known_blocks(target: Target, *, identity_only: bool = False, depth: int = 1)
     return out
 
 
-def measure_forward(target: Target, case: BlockCase) -> Measurement:
+def _block_output(target: Target, case: BlockCase, *, what: str) -> OutputComparison:
+    """Run one block of the case and compare its output with the reference's."""
     ref = adapter.reference_block(
         target, case.in_channels, case.planes, case.stride, seed=case.seed
     )
@@ -293,9 +294,11 @@ def measure_forward(target: Target, case: BlockCase) -> Measurement:
     run = adapter.run_blocks(
         target, [module], values, train=train, seed=case.seed, noncontiguous=case.noncontiguous
     )
-    c = compare_output(
-        target, ref, values, run.y, train=train, what=f"block output ({case.mode}-mode BN)"
-    )
+    return compare_output(target, ref, values, run.y, train=train, what=what)
+
+
+def measure_forward(target: Target, case: BlockCase) -> Measurement:
+    c = _block_output(target, case, what=f"block output ({case.mode}-mode BN)")
     return Measurement(c.ratio, c.message)
 
 
@@ -596,15 +599,9 @@ def measure_no_mutation(target: Target, case: BlockCase) -> Measurement:
     with torch.no_grad():
         adapter.call(target, module, x_eval, seed=case.seed)
     for where, after in (("training forward/backward", x_in), ("no-grad eval forward", x_eval)):
-        after = adapter.as_numpy(after)
-        diff = ~((after == before) | (np.isnan(before) & np.isnan(after)))
-        if diff.any():
-            idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(diff)), before.shape))
-            return Measurement(
-                math.inf,
-                f"{where} changed {int(diff.sum())} of {before.size} "
-                f"input elements, first at {idx}",
-            )
+        changed = input_changed(before, adapter.as_numpy(after), where)
+        if changed:
+            return Measurement(math.inf, changed)
     return Measurement(0.0, "input unchanged by training and by no-grad inference")
 
 
@@ -649,19 +646,8 @@ def measure_stochastic_depth(target: Target, case: BlockCase) -> Measurement:
     samples whose two outcomes differ is Binomial(n, 1-p): two-sided exact test at ALPHA,
     ratio log(1/pvalue) / log(1/ALPHA)."""
     p = adapter.drop_prob(target)
-    ref = adapter.reference_block(
-        target, case.in_channels, case.planes, case.stride, seed=case.seed
-    )
-    module = adapter.build(target, ref)
-    values = make_input(case)
-    train = case.mode == "train"
-    run = adapter.run_blocks(
-        target, [module], values, train=train, seed=case.seed, noncontiguous=case.noncontiguous
-    )
-    c = compare_output(
-        target, ref, values, run.y, train=train, what=f"block output ({case.mode} mode)"
-    )
-    if not train or c.ratio > 1:
+    c = _block_output(target, case, what=f"block output ({case.mode} mode)")
+    if case.mode != "train" or c.ratio > 1:
         return Measurement(c.ratio, c.message)
     n = int(c.decidable.sum())
     k = int((c.kept & c.decidable).sum())

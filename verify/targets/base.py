@@ -164,6 +164,22 @@ def compiled(module: torch.nn.Module):
     return cached
 
 
+def to_input(
+    target: Target, values, *, noncontiguous: bool = False, requires_grad: bool = False
+) -> torch.Tensor:
+    """A case's values (a numpy array) as the tensor the target receives: dtype, device,
+    layout, strides."""
+    t = torch.from_numpy(values).to(device=target.device, dtype=target.torch_dtype)
+    if target.memory_format == "channels_last" and t.dim() == 4:
+        t = t.contiguous(memory_format=torch.channels_last)
+    if noncontiguous:
+        # Same values, strided storage: every other element of a tensor twice as wide.
+        wide = torch.zeros((*t.shape[:-1], 2 * t.shape[-1]), dtype=t.dtype, device=t.device)
+        wide[..., ::2] = t
+        t = wide[..., ::2]
+    return t.requires_grad_(requires_grad)
+
+
 def as_numpy(t: torch.Tensor | None):
     """A tensor as a float64 numpy array on the CPU (None stays None)."""
     return None if t is None else t.detach().to("cpu", torch.float64).numpy()

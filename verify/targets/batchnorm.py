@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from verify.strategies.batchnorm import BNCase, make_affine, make_grad, make_input
-from verify.targets.base import KnownDefect, Target, as_numpy, compiled, expect_like
+from verify.targets.base import KnownDefect, Target, as_numpy, compiled, expect_like, to_input
 from verify.targets.explicit_bn import ExplicitBatchNorm2d
 
 
@@ -147,21 +147,6 @@ def _single_process_group(device: str) -> None:
     if dist.is_available() and not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
-
-
-def to_input(
-    target: Target, values: np.ndarray, *, noncontiguous: bool = False, requires_grad: bool = False
-) -> torch.Tensor:
-    """The case's values as the tensor the target receives: dtype, device, layout."""
-    t = torch.from_numpy(values).to(device=target.device, dtype=target.torch_dtype)
-    if target.memory_format == "channels_last" and t.dim() == 4:
-        t = t.contiguous(memory_format=torch.channels_last)
-    if noncontiguous:
-        # Same values, strided storage: every other element of a tensor twice as wide.
-        wide = torch.zeros((*t.shape[:-1], 2 * t.shape[-1]), dtype=t.dtype, device=t.device)
-        wide[..., ::2] = t
-        t = wide[..., ::2]
-    return t.requires_grad_(requires_grad)
 
 
 def call(target: Target, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from reference.residual import BasicBlock, Bottleneck, ResidualBlock
-from verify.targets.base import Target, as_numpy, compiled
+from verify.targets.base import Target, as_numpy, compiled, to_input
 
 #: Drop-path probability of the stochastic-depth targets (torchvision's ResNet-style default
 #: range is 0.1-0.5; 0.2 makes the 1/(1-p) rescaling a 25% effect).
@@ -123,18 +123,6 @@ def build(target: Target, ref: ResidualBlock) -> nn.Module:
     if target.memory_format == "channels_last":
         module.to(memory_format=torch.channels_last)
     return module
-
-
-def to_input(target: Target, values: np.ndarray, *, noncontiguous: bool = False) -> torch.Tensor:
-    """The values as the tensor the target receives: dtype, device, layout, strides."""
-    t = torch.from_numpy(values).to(device=target.device, dtype=target.torch_dtype)
-    if target.memory_format == "channels_last" and t.dim() == 4:
-        t = t.contiguous(memory_format=torch.channels_last)
-    if noncontiguous:
-        wide = torch.zeros((*t.shape[:-1], 2 * t.shape[-1]), dtype=t.dtype, device=t.device)
-        wide[..., ::2] = t
-        t = wide[..., ::2]
-    return t
 
 
 def call(target: Target, module: nn.Module, x: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
