@@ -9,22 +9,9 @@ import sys
 import textwrap
 
 import pytest
+from helpers import ROOT, varguard
 
 from verify.cli import main
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def varguard(*args, cwd=None, timeout=600):
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run(
-        [sys.executable, "-m", "verify", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=timeout,
-    )
 
 
 def test_theory_json_entries_carry_value_latex_source(capsys):

@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+from helpers import ENV, ROOT, varguard
 
 from verify.checks.base import CheckResult
 from verify.isolation import Job, run_jobs
 from verify.report import gate, results, schema, writer
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
-def varguard(*args, cwd=ROOT, timeout=900):
-    return subprocess.run(
-        [sys.executable, "-m", "verify", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=ENV,
-        timeout=timeout,
-    )
 
 
 def _result(target, check, status, ratio=0.5):

@@ -8,13 +8,11 @@ reaches the results, the exit code, the gate and the reproduction scripts.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import ROOT, varguard
 
 from verify import stages
 from verify.checks.base import CheckResult
@@ -23,20 +21,12 @@ from verify.profiles import get_profile
 from verify.report import converge_section, gate, metadata, results, schema, writer
 from verify.targets import resolve
 
-ROOT = Path(__file__).resolve().parent.parent
-CONVERGE_CPU = ROOT / "reports" / "converge-cpu"
+CONVERGE_CPU = Path(ROOT) / "reports" / "converge-cpu"
 MUTANT = "mutant:bn_backward_stats_constant"
 TINY_CONVERGE = (
     "--model tiny --train-limit 768 --epochs 3 --seeds 2 --threshold 0.7 --controls none"
 )
 TINY_BENCH = "--size 2x4x4x4 --min-rounds 2 --max-time 0.01 --threads 1 --op fwd-train"
-
-
-def varguard(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return subprocess.run(
-        [sys.executable, "-m", "verify", *args], capture_output=True, text=True, cwd=ROOT, env=env
-    )
 
 
 def checks_folder(out: Path) -> Path:
