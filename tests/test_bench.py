@@ -10,18 +10,23 @@ import json
 import pytest
 
 from verify.bench import results
-from verify.bench.command import add_command
+from verify.bench.command import cmd_bench
+from verify.bench.stage import STAGE
 from verify.bench.workloads import min_bytes
-from verify.cli import EXIT_FAILED, EXIT_OK, UsageError
+from verify.exits import EXIT_FAILED, EXIT_OK, UsageError
+from verify.report import metadata, writer
+from verify.report import results as stream
+from verify.result import Result
+from verify.stages.base import add_subcommand
 
 TINY = ["--size", "2x4x4x4", "--min-rounds", "2", "--max-time", "0.01", "--threads", "1"]
 
 
 def bench(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="varguard")
-    add_command(parser.add_subparsers(dest="command"))
+    add_subcommand(parser.add_subparsers(dest="command"), STAGE)
     args = parser.parse_args(["bench", *argv])
-    return args.func(args)
+    return cmd_bench(args)
 
 
 @pytest.fixture(scope="module")
@@ -111,15 +116,11 @@ def test_compare_refuses_another_machines_timings(tiny_run, tmp_path):
 
 def test_verification_can_come_from_a_report(tmp_path):
     """--verified REPORT: the checks are not run; a failure recorded there refuses the pair."""
-    from verify.checks.base import CheckResult
-    from verify.report import metadata, writer
-    from verify.report import results as stream
-
     run = tmp_path / "run"
     out = stream.ResultStream(run / stream.FILENAME, metadata.collect(seed=0, profile="quick"))
     for check, status in (("batchnorm.forward", "passed"), ("batchnorm.backward", "failed")):
         out.append(
-            CheckResult(check=check, target="torch-eager", family="batchnorm", status=status,
+            Result(check=check, target="torch-eager", family="batchnorm", status=status,
                         message=f"{status} in a stored run")
         )  # fmt: skip
     writer.write(run)

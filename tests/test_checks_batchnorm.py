@@ -8,9 +8,10 @@ import sys
 import pytest
 
 from verify.checks import batchnorm as bn_checks
-from verify.checks.base import FAILED, PASSED, SKIPPED, run_check
+from verify.checks.base import run_check
 from verify.mutants.batchnorm import MUTANTS
 from verify.profiles import get_profile
+from verify.result import Status
 from verify.targets import batchnorm as bn_targets
 
 QUICK = get_profile("quick")
@@ -26,16 +27,18 @@ def _run_all(target, seed):
 def test_real_target_passes_every_check(target, seed):
     results = _run_all(target, seed)
     bad = [
-        f"{r.check}: {r.status}: {r.message}" for r in results if r.status not in (PASSED, SKIPPED)
+        f"{r.check}: {r.status}: {r.message}"
+        for r in results
+        if r.status not in (Status.PASSED, Status.SKIPPED)
     ]
     assert not bad, "\n".join(bad)
-    assert any(r.status == PASSED for r in results)
+    assert any(r.status == Status.PASSED for r in results)
 
 
 @pytest.mark.parametrize("target", [t for t in CPU_TARGETS if t.compile], ids=lambda t: t.name)
 def test_compiled_target_is_exercised_and_passes(target):
     results = _run_all(target, 0)
-    assert [r for r in results if r.status != PASSED] == []
+    assert [r for r in results if r.status != Status.PASSED] == []
     assert all(r.examples > 0 for r in results)
 
 
@@ -46,7 +49,7 @@ def test_gpu_targets_skip_with_reason_here():
         if t.unavailable() is None:
             pytest.skip("a CUDA device is present")
         r = run_check(bn_checks.CHECKS[0], t, QUICK)
-        assert r.status == SKIPPED and "CUDA" in r.message
+        assert r.status == Status.SKIPPED and "CUDA" in r.message
 
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.name)
@@ -54,14 +57,16 @@ def test_mutant_is_caught_by_its_checks(mutant):
     for name in mutant.caught_by:
         check = next(c for c in bn_checks.CHECKS if c.name == name)
         r = run_check(check, mutant.target, QUICK, seed=0)
-        assert r.status == FAILED, f"{mutant.name} ({mutant.bug}) survived {name}: {r.message}"
+        assert r.status == Status.FAILED, (
+            f"{mutant.name} ({mutant.bug}) survived {name}: {r.message}"
+        )
         assert r.counterexample and r.repro
 
 
 def test_failure_carries_a_runnable_reproduction_script(tmp_path):
     mutant = next(m for m in MUTANTS if m.name == "bn_one_pass_variance")
     r = run_check(bn_checks.CHECKS[0], mutant.target, QUICK, seed=0)
-    assert r.status == FAILED
+    assert r.status == Status.FAILED
     assert "exceed the bound" in r.message and "allowed" in r.message
     script = tmp_path / "repro.py"
     script.write_text(r.repro)

@@ -9,10 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from theory import sampling
+from theory.sampling import FALSE_ALARM
+from verify.adapters import init as adapter
 from verify.checks import init as checks
-from verify.checks.base import FAILED, PASSED, SKIPPED, run_check
+from verify.checks.base import run_check
 from verify.mutants import init as mutants
 from verify.profiles import get_profile
+from verify.result import Status
 from verify.strategies.init import InitCase
 from verify.targets import init as targets
 
@@ -36,9 +40,9 @@ def test_real_samplers_pass(target, check):
 def _passes(target, check, seed):
     result = run_check(check, target, QUICK, seed=seed)
     if check.name == "init.bounds" and target.options["law"] == "normal":
-        assert result.status == SKIPPED and "unbounded" in result.message
+        assert result.status == Status.SKIPPED and "unbounded" in result.message
         return
-    assert result.status == PASSED, f"{result.message}\n{result.counterexample}"
+    assert result.status == Status.PASSED, f"{result.message}\n{result.counterexample}"
     assert result.examples >= QUICK.examples  # known cases plus the drawn ones all ran
 
 
@@ -49,7 +53,7 @@ def test_mutants_are_caught(mutant):
     assert mutant.caught_by and set(mutant.caught_by) <= set(CHECKS)
     for name in mutant.caught_by:
         result = run_check(CHECKS[name], mutant.target, QUICK, seed=0)
-        assert result.status == FAILED, f"{mutant.name} passed {name}: {result.message}"
+        assert result.status == Status.FAILED, f"{mutant.name} passed {name}: {result.message}"
         assert result.examples == 1, (name, result.examples)
         assert result.counterexample and result.repro  # a failure says how to reproduce it
 
@@ -101,7 +105,7 @@ def test_torch_samples_reach_but_never_pass_the_bound():
     case = InitCase(shape=(8, 64, 5, 5), gain=math.sqrt(2.0), seed=3, samples=200_000)
     target = _target("torch-xavier-uniform")
     law = checks.expected_law(target, case)
-    w = targets.draw(target, case)
+    w = adapter.draw(target, case)
     shortfall, slack, t = checks.bound_interval(law, w.size, target.dtype)
     assert law.scale - shortfall <= np.abs(w).max() <= law.scale + slack
     assert slack / law.scale < 2 * 2.0**-24
@@ -115,20 +119,20 @@ def test_bound_shortfall_has_false_alarm_rate_alpha():
     _, _, t = checks.bound_interval(
         checks._law("xavier", "uniform", (3, 5), 1.0, 0.0, "fan_in", "leaky_relu"), n, "float32"
     )
-    assert (1 - t) ** n == pytest.approx(checks.ALPHA, rel=1e-9)
+    assert (1 - t) ** n == pytest.approx(FALSE_ALARM, rel=1e-9)
     assert t == pytest.approx(6.9e-4, rel=0.01)
 
 
 @pytest.mark.parametrize("kind", ["normal", "uniform"])
 def test_variance_interval_has_alpha_and_power(kind):
     n = 20_000
-    assert 1 - checks.variance_miss_probability(kind, n, 1.0) == pytest.approx(
-        checks.ALPHA, rel=0.05
+    assert 1 - sampling.variance_miss_probability(kind, n, 1.0) == pytest.approx(
+        FALSE_ALARM, rel=0.05
     )
     # A 10% variance error is missed with probability < 2e-6; halving it, never.
-    assert checks.variance_miss_probability(kind, n, 1.1) < 2e-6
-    assert checks.variance_miss_probability(kind, n, 0.9) < 1e-8
-    assert checks.variance_miss_probability(kind, n, 0.5) < 1e-300
+    assert sampling.variance_miss_probability(kind, n, 1.1) < 2e-6
+    assert sampling.variance_miss_probability(kind, n, 0.9) < 1e-8
+    assert sampling.variance_miss_probability(kind, n, 0.5) < 1e-300
 
 
 def test_uniform_variance_of_sample_variance_is_exact():
@@ -136,21 +140,21 @@ def test_uniform_variance_of_sample_variance_is_exact():
     rng = np.random.default_rng(0)
     n = 50
     s2 = np.var(rng.uniform(-1, 1, size=(200_000, n)), axis=1, ddof=1)
-    lo, hi = checks.variance_interval("uniform", n, alpha=2 * 0.158655)  # +-1 sd
+    lo, hi = sampling.variance_ratio_interval("uniform", n, alpha=2 * 0.158655)  # +-1 sd
     assert np.std(s2 / (1 / 3)) == pytest.approx(hi - 1, rel=0.01)
     assert lo == pytest.approx(2 - hi)
 
 
 def test_ks_critical_value_is_kolmogorovs():
     n = 20_000
-    assert checks.ks_critical(n) == pytest.approx(
-        math.sqrt(-math.log(checks.ALPHA / 2) / (2 * n)), rel=0.01
+    assert sampling.ks_critical(n) == pytest.approx(
+        math.sqrt(-math.log(FALSE_ALARM / 2) / (2 * n)), rel=0.01
     )
 
 
 def test_known_cases_are_non_square():
     for target in TARGETS:
-        cases = checks.CHECKS[0].known_cases(target)
+        cases = checks.CHECKS[0].known(target)
         assert cases
         for case in cases:
             assert case.shape[0] != case.shape[1]
@@ -163,4 +167,4 @@ def test_user_sampler_without_law_is_skipped_with_reason():
 
     target = Target(name="mine", family="init", factory=torch.nn.init.xavier_uniform_)
     result = run_check(CHECKS["init.variance"], target, QUICK, seed=0)
-    assert result.status == SKIPPED and "options" in result.message
+    assert result.status == Status.SKIPPED and "options" in result.message

@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from theory import blocks
+from verify.adapters import residual as res_adapter
 from verify.checks import residual as res_checks
-from verify.checks.base import FAILED, PASSED, SKIPPED, run_check
+from verify.checks.base import run_check
 from verify.mutants.residual import MUTANTS
 from verify.profiles import get_profile
+from verify.result import Status
 from verify.strategies.residual import BlockCase, StackCase, make_input
 from verify.targets import residual as res_targets
 
@@ -37,12 +40,14 @@ def _run_all(target, seed):
 
 def _assert_passes(results):
     bad = [
-        f"{r.check}: {r.status}: {r.message}" for r in results if r.status not in (PASSED, SKIPPED)
+        f"{r.check}: {r.status}: {r.message}"
+        for r in results
+        if r.status not in (Status.PASSED, Status.SKIPPED)
     ]
     assert not bad, "\n".join(bad)
     # Only stochastic_depth may be skipped (blocks without drop-path); the rest ran cases.
-    assert all(r.examples > 0 for r in results if r.status == PASSED)
-    assert {r.check for r in results if r.status == SKIPPED} <= {"residual.stochastic_depth"}
+    assert all(r.examples > 0 for r in results if r.status == Status.PASSED)
+    assert {r.check for r in results if r.status == Status.SKIPPED} <= {"residual.stochastic_depth"}
 
 
 @pytest.mark.parametrize("seed", [0, 5])
@@ -80,7 +85,9 @@ def test_mutant_is_caught_by_its_checks(mutant):
     for name in mutant.caught_by:
         check = next(c for c in res_checks.CHECKS if c.name == name)
         r = run_check(check, mutant.target, QUICK, seed=0)
-        assert r.status == FAILED, f"{mutant.name} ({mutant.bug}) survived {name}: {r.message}"
+        assert r.status == Status.FAILED, (
+            f"{mutant.name} ({mutant.bug}) survived {name}: {r.message}"
+        )
         assert r.counterexample and r.repro
 
 
@@ -90,11 +97,11 @@ def test_forward_bound_catches_a_one_percent_branch_error(mode):
     25%) is past it, while the float32 block itself is within it."""
     target = next(t for t in CPU_TARGETS if t.name == "torch-basic-inplace")
     case = BlockCase(batch=4, in_channels=8, planes=8, height=8, width=8, seed=11, mode=mode)
-    ref = res_targets.reference_block(target, 8, 8, 1, seed=case.seed)
+    ref = res_adapter.reference_block(target, 8, 8, 1, seed=case.seed)
     values = make_input(case)
     train = mode == "train"
-    bound = res_checks.block_forward_bound(ref, values, train=train)
-    f, sc = res_checks.branch_and_shortcut(ref, values, train=train)
+    bound = blocks.block_forward_bound(ref, values, train=train)
+    f, sc = blocks.branch_and_shortcut(ref, values, train=train)
     off = np.maximum(1.01 * f.v + sc.v, 0.0)
     assert np.max(np.abs(off - bound.v) / (bound.e + 1e-30)) > 1.0
     assert res_checks.measure_forward(target, case).ratio <= 1.0

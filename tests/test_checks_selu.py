@@ -10,10 +10,14 @@ import pytest
 import torch
 from scipy import stats
 
+from theory import rounding
+from theory import selu as theory_selu
+from theory.sampling import FALSE_ALARM
 from verify.checks import selu as checks
-from verify.checks.base import FAILED, PASSED, SKIPPED, run_check
+from verify.checks.base import run_check
 from verify.mutants import selu as mutants
 from verify.profiles import get_profile
+from verify.result import Status
 from verify.strategies.selu import FixedPointCase, ForwardCase, make_input
 from verify.targets import selu as targets
 
@@ -35,9 +39,11 @@ def test_real_targets_pass(target, check):
     for seed in seeds:
         result = run_check(check, target, QUICK, seed=seed)
         if not _applies(target, check):
-            assert result.status == SKIPPED and result.message
+            assert result.status == Status.SKIPPED and result.message
             return
-        assert result.status == PASSED, f"seed {seed}: {result.message}\n{result.counterexample}"
+        assert result.status == Status.PASSED, (
+            f"seed {seed}: {result.message}\n{result.counterexample}"
+        )
 
 
 @pytest.mark.parametrize("mutant", mutants.MUTANTS, ids=lambda m: m.name)
@@ -46,7 +52,7 @@ def test_mutants_are_caught(mutant):
     assert mutant.caught_by and set(mutant.caught_by) <= set(CHECKS)
     for name in mutant.caught_by:
         result = run_check(CHECKS[name], mutant.target, QUICK, seed=0)
-        assert result.status == FAILED, f"{mutant.name} passed {name}: {result.message}"
+        assert result.status == Status.FAILED, f"{mutant.name} passed {name}: {result.message}"
         assert result.examples == 1, (name, result.examples)
         assert result.counterexample and result.repro
 
@@ -55,7 +61,7 @@ def test_mutants_are_caught(mutant):
 
 
 def test_constants_are_the_published_ones():
-    lam, alp = checks.constants()
+    lam, alp = theory_selu.float_constants()
     assert lam == 1.0507009873554804934193349852946
     assert alp == 1.6732632423543772848170429916717
     # torch uses the same (its SELU at x = 1 is lambda to the last float64 bit)
@@ -66,17 +72,17 @@ def test_dropout_affine_is_theorys_and_torchs():
     from theory import selu as theory_selu
 
     for p in (0.05, 0.25, 0.5):
-        a, b, _ = checks.dropout_affine(p)
+        a, b, _ = theory_selu.alpha_dropout_float(p)
         a_t, b_t = theory_selu.alpha_dropout_affine(p)
         assert a == pytest.approx(float(a_t), rel=1e-15) and b == pytest.approx(
             float(b_t), rel=1e-15
         )
-    a, b, ap = checks.dropout_affine(0.1)
+    a, b, ap = theory_selu.alpha_dropout_float(0.1)
     assert a == pytest.approx(0.921284516149711, abs=1e-15)
     assert b == pytest.approx(0.161970970057570, abs=1e-15)
     # ATen's _dropout_impl: a = 1/sqrt((alpha^2 p + 1)(1 - p)), alpha = 1.7580993408473766
     for p in (0.05, 0.1, 0.3, 0.5):
-        a, b, ap = checks.dropout_affine(p)
+        a, b, ap = theory_selu.alpha_dropout_float(p)
         torch_a = 1.0 / math.sqrt((1.7580993408473766**2 * p + 1) * (1 - p))
         assert a == pytest.approx(torch_a, rel=1e-15)
         assert b == pytest.approx(1.7580993408473766 * torch_a * p, rel=1e-15)
@@ -92,17 +98,19 @@ def test_mapping_at_the_fixed_point_is_zero_one():
 
 def test_fixed_point_fourth_moment_against_monte_carlo():
     z = np.random.default_rng(0).standard_normal(2_000_000)
-    lam, alp = checks.constants()
+    lam, alp = theory_selu.float_constants()
     y = lam * np.where(z > 0, z, alp * np.expm1(np.minimum(z, 0)))
-    m4 = checks.fixed_point_fourth_moment()
+    m4 = theory_selu.fixed_point_fourth_moment()
     assert m4 == pytest.approx(np.mean(y**4), rel=0.01)
     assert m4 == pytest.approx(2.5031, abs=1e-3)
 
 
 def test_fixed_point_band_is_bonferroni_over_layers():
     case = FixedPointCase(width=256, depth=32, batch=512)
-    band_mu, band_nu, z = checks.fixed_point_bands(case)
-    assert z == pytest.approx(stats.norm.isf(checks.ALPHA / 128))
+    band_mu, band_nu, z = theory_selu.fixed_point_bands(
+        width=case.width, batch=case.batch, depth=case.depth
+    )
+    assert z == pytest.approx(stats.norm.isf(FALSE_ALARM / 128))
     assert band_mu.shape == band_nu.shape == (32,)
     assert np.all(np.diff(band_nu) > 0)  # widens like a random walk with depth
     # at the first layer: 5.65 sqrt(2) sqrt(3/256^2 + 2.503/(512*256))
@@ -114,10 +122,10 @@ def test_fixed_point_band_is_bonferroni_over_layers():
 def test_forward_tolerance_catches_exp_minus_one():
     """At x = -1e-6 in float32, exp(x) - 1 is off by ~u/|x| relative: far past 8u."""
     x = torch.tensor([-1e-6, -3e-5], dtype=torch.float32)
-    lam, alp = checks.constants()
+    lam, alp = theory_selu.float_constants()
     bad = lam * alp * (torch.exp(x) - 1).double().numpy()
     good = lam * alp * np.expm1(x.double().numpy())
-    assert np.all(np.abs(bad - good) > 10 * checks.forward_tolerance(good, "float32"))
+    assert np.all(np.abs(bad - good) > 10 * rounding.selu_forward_tolerance(good, "float32"))
 
 
 def test_forward_inputs_reach_the_failure_modes():

@@ -22,7 +22,7 @@ from verify.converge.config import ConvergeConfig
 from verify.converge.controls import Arm, reference_arm, target_arm
 from verify.converge.train import Monitor, train_step
 from verify.mutants.batchnorm import BackwardStatsConstant, NoEps
-from verify.targets import resolve
+from verify.resolve import resolve
 
 SHORT = [
     "--model", "tiny", "--train-limit", "768", "--epochs", "3", "--seeds", "2",
@@ -70,15 +70,15 @@ def test_mutant_fails_and_the_exit_code_says_so(short_job):
     mutant = arm(report, "mutant:bn_backward_stats_constant")
     assert mutant["status"] == "failed"
     runs = [r for r in report["runs"] if r["arm"] == mutant["name"]]
-    assert {c["name"] for r in runs for c in r["checks"] if c["status"] == "failed"} >= {
-        "final.accuracy"
+    assert {c["check"] for r in runs for c in r["checks"] if c["status"] == "failed"} >= {
+        "converge.final.accuracy"
     }
     # Never reaching the threshold enters the t-test censored at epochs + 1; with 2 seeds the
     # t-test alone lacks the power to call it (see test_ttest_semantics); final.accuracy does.
-    assert mutant["comparison"]["values"]["target"] == [4, 4]
-    assert mutant["comparison"]["values"]["p"] > 0
+    assert mutant["comparison"]["extra"]["values"]["target"] == [4, 4]
+    assert mutant["comparison"]["extra"]["values"]["p"] > 0
     assert code == 1
-    assert "FAILED final.accuracy on mutant:bn_backward_stats_constant" in stdout
+    assert "FAILED converge.final.accuracy on mutant:bn_backward_stats_constant" in stdout
 
 
 def test_report_has_runs_checks_curves_controls_and_plots(short_job):
@@ -88,10 +88,11 @@ def test_report_has_runs_checks_curves_controls_and_plots(short_job):
     for key in ("arm", "seed", "epochs", "loss", "acc", "wall_s", "images_per_s", "checks"):
         assert key in run
     assert len(run["loss"]) == len(run["acc"]) == 3
-    names = [c["name"] for c in run["checks"]]
+    names = [c["check"].removeprefix("converge.") for c in run["checks"]]
     assert names == [
         "init.loss", "init.stream", "train.finite", "train.grad_norms", "final.accuracy"
     ]  # fmt: skip
+    assert report["results"] and all(r["family"] == "converge" for r in report["results"])
     assert {c["status"] for c in run["checks"]} <= {"passed", "failed", "skipped"}
     assert {a["name"] for a in report["arms"] if a["role"] == "control"} == {"plain-10", "no-bn"}
     assert len(report["controls"]) == 2 and "plain-10: held-out accuracy" in stdout
@@ -107,7 +108,8 @@ def test_initial_loss_is_ln_c_at_init(short_job):
             continue
         check = run["checks"][0]
         assert check["status"] == "passed", check["message"]
-        assert abs(run["initial_loss"] - math.log(10)) <= check["values"]["tolerance"]
+        tolerance = check["extra"]["values"]["tolerance"]
+        assert abs(run["initial_loss"] - math.log(10)) <= tolerance
 
 
 @pytest.mark.parametrize(
@@ -170,7 +172,7 @@ def test_stream_check_passes_torch_batchnorm(first_batch):
     x, _ = first_batch
     result = checks.stream_check(build(torch.nn.BatchNorm2d), x, forward=forward, u=2.0**-24)
     assert result.status == "passed", result.message
-    blocks = result.values["blocks"]
+    blocks = checks.values_of(result)["blocks"]
     assert len(blocks) == 4 and all(b["var_out"] == b["predicted"] for b in blocks)
 
 
@@ -195,7 +197,9 @@ def test_initial_loss_check_derived_tolerance():
     f = torch.relu(torch.randn(64, 512))  # post-ReLU BN outputs: mean square 1/2
     ok = checks.initial_loss_check(f, _logits_at_init(f), y, num_classes=10, u=2.0**-24)
     assert ok.status == "passed", ok.message
-    assert ok.values["tolerance"] < 1.0  # derived at alpha = 1e-6, not a blanket allowance
+    assert (
+        checks.values_of(ok)["tolerance"] < 1.0
+    )  # derived at alpha = 1e-6, not a blanket allowance
     # Features a BatchNorm cannot produce (mean square 25): the spread check fails.
     big = checks.initial_loss_check(5 * f, _logits_at_init(5 * f), y, num_classes=10, u=2.0**-24)
     assert big.status == "failed" and "BatchNorm bound" in big.message

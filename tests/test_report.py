@@ -11,13 +11,20 @@ import time
 import pytest
 from helpers import ENV, ROOT, varguard
 
-from verify.checks.base import CheckResult
-from verify.isolation import Job, run_jobs
+from verify import corpus
+from verify.checks import checks_for, get_check
+from verify.checks.base import run_check
+from verify.execution import Job, execution_for, run_checks
+from verify.profiles import get_profile
 from verify.report import gate, results, schema, writer
+from verify.resolve import resolve
+from verify.result import Result, Status
+
+BN_CHECKS = len(checks_for("batchnorm"))
 
 
 def _result(target, check, status, ratio=0.5):
-    return CheckResult(
+    return Result(
         check=check,
         target=target,
         family="batchnorm",
@@ -160,14 +167,14 @@ def test_resume_after_a_killed_run(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     kept = [r["check"] for r in results.read(out / results.FILENAME)[1]]
-    assert 2 <= len(kept) < 12, kept
+    assert 2 <= len(kept) < BN_CHECKS, kept
     assert not (out / "report.json").exists()
     done = varguard(*args[3:], "--resume")
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{len(kept)} kept from before" in done.stdout
     final = writer.load(out)
     checks = [r["check"] for r in final["results"]]
-    assert len(checks) == len(set(checks)) == 12
+    assert len(checks) == len(set(checks)) == BN_CHECKS
     assert checks[: len(kept)] == kept
 
 
@@ -186,35 +193,27 @@ def test_isolation_reports_each_broken_target_and_goes_on():
     }
     jobs = [Job(BROKEN + k, BROKEN + k, "batchnorm", (c,)) for k, c in kinds.items()]
     jobs.append(Job("torch-eager", "torch-eager", "batchnorm", ("batchnorm.forward",)))
-    got = {
-        r.target.removeprefix(BROKEN): r
-        for r in run_jobs(jobs, profile="quick", seed=0, timeout=10)
-    }
+    execution = execution_for("quick", timeout=10)
+    got = {r.target.removeprefix(BROKEN): r for r in run_checks(jobs, execution)}
     assert "RuntimeError: kernel launch failed" in got["Raises"].message
     assert "returned shape" in got["WrongShape"].message
     assert "returned dtype torch.float64" in got["WrongDtype"].message
-    assert got["ReturnsNaN"].status == "failed" and "inf" in got["ReturnsNaN"].message
-    assert got["MutatesInput"].status in ("failed", "error")
+    assert got["ReturnsNaN"].status == Status.FAILED and "inf" in got["ReturnsNaN"].message
+    assert got["MutatesInput"].status in (Status.FAILED, Status.ERROR)
     assert "timed out after 10 s" in got["Hangs"].message
     assert "killed its process (SIGKILL)" in got["KillsProcess"].message
     for k in ("Raises", "WrongShape", "WrongDtype", "Hangs", "KillsProcess"):
-        assert got[k].status == "error", (k, got[k].message)
-    assert got["torch-eager"].status == "passed"  # the run went on after every breakage
+        assert got[k].status == Status.ERROR, (k, got[k].message)
+    assert got["torch-eager"].status == Status.PASSED  # the run went on after every breakage
 
 
 def test_corpus_counterexample_is_replayed_first(tmp_path):
-    from verify.checks import get_check
-    from verify.checks.base import run_check
-    from verify.profiles import get_profile
-    from verify.report import corpus
-    from verify.targets import resolve
-
     target = resolve("mutant:bn_eps_on_std")
     check = get_check("batchnorm.forward")
     first = run_check(check, target, get_profile("quick"))
-    assert first.status == "failed"
+    assert first.status == Status.FAILED
     corpus.save(tmp_path, check.name, target.name, first.case)
     cases = corpus.load(tmp_path, check.name, target.name)
     assert cases == [first.case]
     again = run_check(check, target, get_profile("quick"), corpus=cases)
-    assert again.status == "failed" and again.examples == 1  # found by the replay alone
+    assert again.status == Status.FAILED and again.examples == 1  # found by the replay alone

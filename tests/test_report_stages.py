@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, varguard
 
-from verify import stages
-from verify.checks.base import CheckResult
-from verify.cli import UsageError
-from verify.profiles import get_profile
-from verify.report import converge_section, gate, metadata, results, schema, writer
-from verify.targets import resolve
+from verify.converge import section as converge_section
+from verify.exits import UsageError
+from verify.report import gate, metadata, results, schema, writer
+from verify.resolve import resolve
+from verify.result import Result
+from verify.stages.base import PlannedStage, parse_options, plan_stage, run_stage
+from verify.stages.registry import get_stage
 
 CONVERGE_CPU = Path(ROOT) / "reports" / "converge-cpu"
 MUTANT = "mutant:bn_backward_stats_constant"
@@ -33,7 +34,7 @@ def checks_folder(out: Path) -> Path:
     """A report folder whose checks all passed: one batch-norm result."""
     stream = results.ResultStream(out / results.FILENAME, metadata.collect(seed=0, profile="quick"))
     stream.append(
-        CheckResult(check="batchnorm.forward", target="torch-eager", family="batchnorm",
+        Result(check="batchnorm.forward", target="torch-eager", family="batchnorm",
                     status="passed", message="", worst_ratio=0.5, examples=3)
     )  # fmt: skip
     return out
@@ -54,7 +55,7 @@ def test_run_with_both_stages_puts_them_in_one_report(staged_run):
     proc, out = staged_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = writer.load(out)
-    assert report["schema_version"] == schema.SCHEMA_VERSION == 2
+    assert report["schema_version"] == schema.SCHEMA_VERSION == 3
     conv, bench = report["converge"], report["bench"]
     assert conv["status"] == "passed" and conv["data"]["config"]["model"] == "tiny"
     assert conv["stage"]["returncode"] == 0 and "--target torch-eager" in conv["stage"]["command"]
@@ -153,8 +154,10 @@ def test_the_gate_blocks_on_a_convergence_failure(tmp_path):
 
 def test_a_crashed_stage_is_an_error_and_the_checks_stand(tmp_path):
     out = checks_folder(tmp_path / "run")
-    stage = stages.Stage("converge", ("--model", "tiny"), targets=("no_such_module_xyz:BN",))
-    record = stages.run(stage, out)
+    stage = PlannedStage(
+        get_stage("converge"), ("--model", "tiny"), targets=("no_such_module_xyz:BN",)
+    )
+    record = run_stage(stage, out)
     assert record["status"] == "crashed" and record["returncode"] == 2
     assert "no_such_module_xyz" in record["stderr_tail"]
     report = writer.write(out)
@@ -168,14 +171,15 @@ def test_a_crashed_stage_is_an_error_and_the_checks_stand(tmp_path):
 # --- planning: profiles, flags, targets ---------------------------------------------------------
 
 
-def _plan(name, *, profile="standard", flag=None, disabled=False, targets=None):
+def _plan(name, *, profile="standard", flag=None, disabled=False, targets=None, families=None):
     pairs = None if targets is None else [(t, resolve(t)) for t in targets]
-    return stages.plan(
-        name,
-        profile_options=getattr(get_profile(profile), name),
+    return plan_stage(
+        get_stage(name),
+        profile=profile,
         flag=flag,
         disabled=disabled,
         run_targets=pairs,
+        families=families,
     )
 
 
@@ -186,13 +190,15 @@ def test_profiles_choose_the_stages():
     assert _plan("converge", profile="release").options == ()  # converge's own 3 seeds
     assert _plan("converge", disabled=True) is None
     assert _plan("converge", profile="quick", flag="--epochs 2").options == ("--epochs", "2")
+    assert _plan("depth", profile="quick").options == ()  # the depth curves: every profile
+    assert _plan("converge", families=["init"]) is None  # no batch-norm family in this run
 
 
 def test_the_runs_batchnorm_targets_go_to_the_stage():
     stage = _plan("converge", targets=["torch-channels-last", "torch-basic-inplace", MUTANT])
     assert stage.targets == ("torch-channels-last", MUTANT) and stage.skipped is None
     skipped = _plan("converge", targets=["torch-basic-inplace"])
-    assert "none of the run's targets is a batch-norm target" in skipped.skipped
+    assert "none of the run's targets is a batchnorm target" in skipped.skipped
     own = _plan("converge", targets=["torch-basic-inplace"], flag="--target torch-eager")
     assert own.targets == () and own.skipped is None
     assert "--verified" in _plan("bench").argv(Path("OUT"))
@@ -211,7 +217,7 @@ def test_the_runs_batchnorm_targets_go_to_the_stage():
 )
 def test_bad_stage_options_fail_before_any_check(name, flag, says):
     with pytest.raises(UsageError) as info:
-        stages.parse_options(name, flag)
+        parse_options(get_stage(name), flag)
     assert says in str(info.value)
 
 
@@ -223,17 +229,22 @@ def test_bad_stage_options_are_a_usage_error_on_the_command_line(tmp_path):
     assert both.returncode == 2 and "not allowed with" in both.stderr
 
 
-def test_version_1_reports_still_load_as_baselines(tmp_path):
+def test_older_reports_still_load_as_baselines(tmp_path):
     report = writer.write(checks_folder(tmp_path / "v1"))
-    for key in ("converge", "bench"):
+    for key in ("converge", "bench", "depth"):
         del report[key]
     report["schema_version"] = 1
     loaded = schema.validate(json.loads(json.dumps(report)))
-    assert loaded["converge"] is None and loaded["bench"] is None
+    assert loaded["converge"] is None and loaded["bench"] is None and loaded["depth"] is None
+    v2 = {k: v for k, v in loaded.items() if k != "depth"}
+    assert schema.validate({**v2, "schema_version": 2})["depth"] is None  # v2 had no depth
     report = {**loaded, "schema_version": 2}
     del report["converge"]
     with pytest.raises(schema.SchemaError, match="'converge'"):
         schema.validate(report)
+    v3 = {k: v for k, v in loaded.items() if k != "depth"}
+    with pytest.raises(schema.SchemaError, match="'depth'"):
+        schema.validate({**v3, "schema_version": 3})
 
 
 def test_a_fresh_run_into_an_old_folder_drops_the_old_stages_and_repros(tmp_path):
@@ -249,5 +260,6 @@ def test_a_fresh_run_into_an_old_folder_drops_the_old_stages_and_repros(tmp_path
     assert "removed" in proc.stdout and not (out / "converge").exists()
     report = writer.load(out)
     assert report["converge"] is None and report["bench"] is None
+    assert report["depth"]["status"] == "finished"  # quick runs the depth stage
     assert {r["family"] for r in report["results"]} == {"init"}
     assert not list((out / "repro").glob("*.py"))

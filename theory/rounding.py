@@ -320,6 +320,102 @@ def running_update_error(
     )
 
 
+def bn_moments_tolerance(x_hat: np.ndarray, tol: np.ndarray, mean_t: np.ndarray, axes) -> tuple:
+    """Bounds on the per-channel mean and variance of a computed normalised output y_t.
+
+    With y_t = x_hat + e, |e| <= tol (:func:`bn_forward_tolerance`):
+    |mean(y_t)| <= mean(tol) and
+    |var(y_t) - var(x_hat)| <= 2 mean(|x_hat| tol) + mean(tol)^2 + 2 |mean(y_t)| mean(tol).
+    ``mean_t`` is the measured mean(y_t); ``axes`` the reduced axes. Returns (mean_tol, var_tol).
+    """
+    mean_tol = tol.mean(axis=axes) + 1e-15
+    var_tol = (
+        2 * (np.abs(x_hat) * tol).mean(axis=axes)
+        + mean_tol**2
+        + 2 * np.abs(mean_t) * mean_tol
+        + 1e-15
+    )
+    return mean_tol, var_tol
+
+
+def chan_combine_error(counts, means, d_means, d_m2s, full_mean) -> tuple[np.ndarray, np.ndarray]:
+    """First-order error bounds (mean, M2) of shard statistics combined by Chan's formula.
+
+    mean = sum n_k mean_k / n: its error is the count-weighted shard errors. M2 = sum M2_k +
+    sum n_k (mean_k - mean)^2 (Chan, Golub & LeVeque 1983): the shard M2 errors add, and the
+    between-shard term moves by 2 n_k |mean_k - mean| (d mean_k + d mean). ``counts`` are the
+    shard sizes, ``means`` the shard means as computed, ``d_means``/``d_m2s`` their bounds
+    (:func:`bn_statistics_error`), ``full_mean`` the exact mean of the whole batch.
+    """
+    n_k = np.array(counts, dtype=np.float64)[:, None]
+    total = n_k.sum()
+    e_mean = (n_k * np.array(d_means)).sum(axis=0) / total
+    spread = np.abs(np.array(means) - full_mean)
+    e_m2 = np.array(d_m2s).sum(axis=0) + 2 * (n_k * spread * (np.array(d_means) + e_mean)).sum(
+        axis=0
+    )
+    return e_mean, e_m2
+
+
+# --- elementwise functions: SELU, AlphaDropout, a sampler's bound -------------------------------
+
+#: Error of selu(x) at x = 2^k (lambda rounded, one product: 2u) and x <= -60 (alpha and lambda
+#: rounded and multiplied: 3u; expm1 = -1 exactly): a few ulps, 4u.
+SELU_CONSTANTS_ULPS = 4.0
+#: Error of selu(x) in units of u|y|: lambda, alpha rounded to the dtype and multiplied (3u),
+#: expm1 accurate to 1 ulp (<= 2u relative: SLEEF's u10 kernels, glibc), the final product (1u);
+#: rounding the argument (x * input_scale, 1u) moves y by lambda alpha e^x u|x| <= u|y| because
+#: |x| e^x <= |expm1(x)| for x < 0. 7u in all, taken as 8u. A kernel computing exp(x) - 1 has
+#: relative error up to ~u/|x| near 0, past 8u for |x| below ~1/8.
+SELU_FORWARD_ULPS = 8.0
+#: AlphaDropout (ATen's _dropout_impl): a = 1/sqrt((alpha'^2 p + 1)(1 - p)) in float64 (6
+#: roundings), b's two constants rounded to the dtype and combined (4), a rounded (1), then
+#: x * a + b (2): at most 13 roundings on any path, relative to |a x| + |b|; taken as 16.
+ALPHA_DROPOUT_ULPS = 16.0
+
+
+def subnormal_spacing(dtype: str) -> float:
+    """Spacing of the subnormals of ``dtype``: the absolute error floor of one rounding."""
+    fi = np.finfo(np.float16) if dtype == "float16" else None
+    if fi is not None:
+        return float(fi.smallest_subnormal)
+    if dtype == "bfloat16":
+        return 2.0**-133
+    return float(np.finfo(np.dtype(dtype)).smallest_subnormal)
+
+
+def selu_constants_tolerance(expected: np.ndarray, dtype: str) -> np.ndarray:
+    """|selu(x) - exact| at x = 2^k and x <= -60: SELU_CONSTANTS_ULPS u |y|."""
+    return SELU_CONSTANTS_ULPS * unit_roundoff(dtype) * np.abs(expected)
+
+
+def selu_forward_tolerance(y: np.ndarray, dtype: str) -> np.ndarray:
+    """SELU_FORWARD_ULPS (u + u64)|y| + SELU_FORWARD_ULPS eta: the target's error and the
+    float64 reference's own (the same model at u64), so float64 targets are not charged with the
+    reference's; eta the dtype's subnormal spacing."""
+    u, u64 = unit_roundoff(dtype), unit_roundoff("float64")
+    return SELU_FORWARD_ULPS * (u + u64) * np.abs(y) + SELU_FORWARD_ULPS * subnormal_spacing(dtype)
+
+
+def alpha_dropout_tolerance(magnitude: np.ndarray, dtype: str) -> np.ndarray:
+    """ALPHA_DROPOUT_ULPS (u + u64)(|a x| + |b|) for AlphaDropout's affine map; ``magnitude`` is
+    |a x| + |b| per value (the target's and the reference's roundings)."""
+    return ALPHA_DROPOUT_ULPS * (unit_roundoff(dtype) + unit_roundoff("float64")) * magnitude
+
+
+def uniform_bound_slack(a: float, dtype: str) -> float:
+    """How far past the exact bound a of U(-a, a) a sampler's values may lie.
+
+    torch computes a in float64 in at most 8 roundings (Kaiming: the gain sqrt(2/(1 + a^2)) 4,
+    gain/sqrt(fan) 2, times sqrt(3) 2; Xavier: 5), then draws from + (to - from) * x with x in
+    [0, 1); rounding is monotone, so every |w| <= fl(a) <= a (1 + u)(1 + u64)^8 exactly, no
+    statistics involved. One more (1 + u64) for the rounding of theory's a to float64:
+    slack = a ((1 + u)(1 + u64)^9 - 1).
+    """
+    u, u64 = unit_roundoff(dtype), unit_roundoff("float64")
+    return a * math.expm1(math.log1p(u) + 9 * math.log1p(u64))
+
+
 def _tiny(prec: Precision) -> float:
     # Absolute floor: the smallest normal of the storage type (subnormal flushing is allowed).
     return float(np.finfo(np.float16).tiny) if prec.storage == "float16" else 1e-30

@@ -7,8 +7,11 @@ broke the bound, the greatest absolute and relative error and where, and what wa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from verify.strategies.common import round_to
 
 
 @dataclass(frozen=True)
@@ -16,7 +19,7 @@ class Comparison:
     """The result of comparing ``actual`` with ``expected`` under ``allowed`` (per element)."""
 
     what: str
-    bound: str  # name of the theory function the tolerance came from
+    bound: str  # the theory function or oracle the tolerance came from (describe_bound)
     count: int  # elements past the bound (NaN/Inf where expected is finite count too)
     total: int
     ratio: float  # max |error| / allowed; the check passes iff ratio <= 1
@@ -48,7 +51,7 @@ class Comparison:
 
 
 def compare(
-    actual, expected, allowed, *, what: str, bound: str, storage: str | None = None
+    actual, expected, allowed, *, what: str, bound: Any, storage: str | None = None
 ) -> Comparison:
     """Compare element-wise. NaN or Inf in ``actual`` where ``expected`` is finite is an
     infinite error; matching non-finite values (same NaN or same infinity) count as exact.
@@ -58,9 +61,8 @@ def compare(
     """
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
+    bound = describe_bound(bound)
     if storage is not None and e.shape == a.shape:
-        from verify.strategies.common import round_to
-
         with np.errstate(invalid="ignore"):
             e = np.where(
                 np.isinf(round_to(np.nan_to_num(e), storage)) & np.isfinite(e),
@@ -122,3 +124,46 @@ def input_changed(before: np.ndarray, after: np.ndarray, where: str) -> str | No
 def worst(*comparisons: Comparison) -> Comparison:
     """The comparison with the largest error/allowed ratio."""
     return max(comparisons, key=lambda c: c.ratio)
+
+
+# --- naming a bound -------------------------------------------------------------------------
+
+
+class _Exact:
+    """The bound of a check that compares bit for bit (no rounding model involved)."""
+
+    def __repr__(self) -> str:
+        return "EXACT"
+
+
+EXACT = _Exact()
+
+
+@dataclass(frozen=True)
+class Times:
+    """``factor`` x a bound: e.g. two outputs each within ``bound`` of their exact values."""
+
+    factor: float
+    bound: Any
+
+
+def describe_bound(bound: Any) -> str:
+    """The text a result shows for ``bound``: a theory function by its dotted name, an oracle by
+    its name, EXACT, Times(k, b), or a tuple of these (joined with +). Anything else is refused,
+    so that a bound is always one of theory's objects, never free text typed twice."""
+    if bound is EXACT:
+        return "exact"
+    if isinstance(bound, Times):
+        return f"{bound.factor:g} x {describe_bound(bound.bound)}"
+    if isinstance(bound, tuple) and bound:
+        return " + ".join(describe_bound(b) for b in bound)
+    name = getattr(bound, "name", None)
+    if isinstance(name, str) and hasattr(bound, "expr"):  # a theory.oracle.Oracle
+        return f"oracle {name}"
+    module, qualname = getattr(bound, "__module__", None), getattr(bound, "__qualname__", None)
+    if callable(bound) and module and qualname:
+        return f"{module}.{qualname}"
+    raise TypeError(
+        f"bound={bound!r}: give the theory function or oracle the tolerance comes from, EXACT, "
+        f"Times(k, bound) or a tuple of these"
+    )

@@ -1,25 +1,25 @@
-"""The `varguard` command line: one thin function per subcommand, the work lives elsewhere.
+"""The `varguard` command line: the parser, and a dispatch to the command that does the work.
 
-Exit codes: 0 every check passed, 1 a check failed (or a mutant survived), 2 usage error.
+The parser is built from torch-free modules only, so `varguard --help` and `varguard theory` start
+fast; each subcommand names the function that runs it as "module:function", imported when that
+subcommand runs. The stages (verify/stages) bring their own subcommands.
+
+Exit codes (verify.exits): 0 every check passed, 1 a check failed (or a mutant survived, or the
+gate blocks), 2 usage error, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from pathlib import Path
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad command-line input: reported as one line and exit code 2, never a traceback."""
-
-
-def _cmd_theory(args: argparse.Namespace) -> int:
-    from verify.theory_table import render
-
-    print(render(args.format, digits=args.digits))
-    return EXIT_OK
+from verify.exits import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
+from verify.families import FAMILIES
+from verify.profiles import PROFILES
+from verify.stages.base import add_subcommand
+from verify.stages.registry import STAGES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,161 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 all passed, 1 a check failed or a mutant survived, 2 usage error.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_run(sub)
+    _add_report(sub)
+    _add_gate(sub)
+    _add_mutants(sub)
+    _add_theory(sub)
+    for stage in STAGES:
+        add_subcommand(sub, stage)
+    return parser
 
+
+def _add_run(sub) -> None:
+    p = sub.add_parser(
+        "run",
+        help="verify targets and write a report (the main job)",
+        description="Run every check of each target's family, stream results to "
+        "OUT/results.jsonl as they finish, and write OUT/report.json, report.md, report.html "
+        "and a reproduction script per failure. With no --target, every built-in target is "
+        "run; those that cannot run on this machine are reported as skipped with the reason.",
+        epilog="Targets: a built-in name (see --list), mutant:NAME, package.module:Name (a "
+        "drop-in for torch.nn.BatchNorm2d, or a verify.targets.base.Target), or an entry point "
+        "in the 'varguard.targets' group. Exit codes: 0 all passed, 1 a check failed or "
+        "errored (or, with --baseline, the gate blocks), 2 usage error.",
+    )
+    p.add_argument(
+        "--target",
+        action="append",
+        metavar="T",
+        help="target to verify (repeatable; default: all built-in targets)",
+    )
+    p.add_argument(
+        "--family",
+        action="append",
+        choices=FAMILIES,
+        help="only these families of checks (repeatable; default: all)",
+    )
+    p.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="standard",
+        help="search effort and stages: quick (CI; checks and the depth curves), standard "
+        "(default; then a 2-seed ResNet-50 convergence job and the quick bench), release (deep "
+        "search, 3 seeds, every ResNet-50 layer size)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="report folder (default reports/<date>-<device>)"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in --out: finished checks are kept",
+    )
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="REPORT",
+        help="gate against this report.json (or its folder): exit 1 on a new failure or drift",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="gate: relative growth of a worst ratio that counts as drift (0.5)",
+    )
+    p.add_argument(
+        "--corpus",
+        type=Path,
+        default=Path("varguard-corpus"),
+        help="regression corpus of counterexamples, replayed first (folder)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="per-check limit in seconds (default by profile: "
+        + ", ".join(f"{name} {prof.timeout:g}" for name, prof in PROFILES.items())
+        + ")",
+    )
+    p.add_argument(
+        "--no-isolation",
+        action="store_true",
+        help="run targets in this process (faster; a crashing target ends the run)",
+    )
+    for stage in STAGES:
+        group = p.add_mutually_exclusive_group()
+        in_profiles = [name for name, opts in stage.profiles.items() if opts is not None]
+        group.add_argument(
+            f"--{stage.name}",
+            nargs="?",
+            const="",
+            default=None,
+            metavar="OPTIONS",
+            help=f"after the checks, run `varguard {stage.name}` into OUT/{stage.name}/ and show "
+            f"it in the report; OPTIONS are its own, as one argument: --{stage.name}="
+            f"'{stage.example}' (default: the profile's; in {', '.join(in_profiles) or 'none'})",
+        )
+        group.add_argument(
+            f"--no-{stage.name}",
+            action="store_true",
+            help=f"no {stage.name} stage, whatever the profile",
+        )
+    p.add_argument("--list", action="store_true", help="list the built-in targets and exit")
+    p.set_defaults(command_function="verify.commands.run:cmd_run")
+
+
+def _add_report(sub) -> None:
+    r = sub.add_parser(
+        "report",
+        help="write a report folder's report.json, .md and .html again",
+        description="Re-read OUT/results.jsonl and the stage folders beside it ("
+        + ", ".join(f"{s.name}/" for s in STAGES)
+        + ") and write report.json, report.md, report.html and the repro scripts again: e.g. "
+        "after `varguard converge --out OUT/converge` or a bench run into OUT/bench.",
+        epilog="Exit codes: 0 every result passed or was skipped, 1 a failure or error, 2 usage.",
+    )
+    r.add_argument("out", type=Path, metavar="OUT", help="a report folder (holds results.jsonl)")
+    r.set_defaults(command_function="verify.commands.report:cmd_report")
+
+
+def _add_gate(sub) -> None:
+    g = sub.add_parser(
+        "gate",
+        help="compare two reports: exit 1 on a new failure or drift",
+        description="Compare NEW with the baseline OLD (report.json files or their folders) "
+        "and print what changed. Exit 1 when a check that passed now fails or errors, or its "
+        "worst error/allowed ratio grew past --threshold.",
+    )
+    g.add_argument("old", type=Path, help="baseline report.json (or its folder)")
+    g.add_argument("new", type=Path, help="new report.json (or its folder)")
+    g.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="relative growth of a worst ratio that counts as drift (default 0.5)",
+    )
+    g.set_defaults(command_function="verify.commands.gate:cmd_gate")
+
+
+def _add_mutants(sub) -> None:
+    m = sub.add_parser(
+        "mutants",
+        help="run the mutant catalog: every planted bug must be caught",
+        description="Run each mutant (a drop-in implementation with one known bug) through its "
+        "family's checks, each in a worker process, and print which checks kill it. Exit 1 if "
+        "any mutant survives.",
+    )
+    m.add_argument("--family", action="append", choices=FAMILIES, help="only these families")
+    m.add_argument(
+        "--profile", choices=sorted(PROFILES), default="quick", help="search effort (default quick)"
+    )
+    m.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0)")
+    m.set_defaults(command_function="verify.commands.mutants:cmd_mutants")
+
+
+def _add_theory(sub) -> None:
     p = sub.add_parser(
         "theory",
         help="print the derived oracles (value, formula, source)",
@@ -51,17 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=16,
         help="significant digits of each value (json always gives at least 30)",
     )
-    p.set_defaults(func=_cmd_theory)
-
-    _add_harness_commands(sub)
-    return parser
+    p.set_defaults(command_function="verify.commands.theory:cmd_theory")
 
 
-def _add_harness_commands(sub) -> None:
-    # Imported lazily: `varguard theory` must not pay for importing torch.
-    from verify.commands import add_commands
-
-    add_commands(sub)
+def command_function(dotted: str):
+    """The function a subcommand names as "module:function"."""
+    module, _, name = dotted.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,10 +221,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return args.func(args)
+        return command_function(args.command_function)(args)
     except UsageError as exc:
         print(f"varguard {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("varguard: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from verify.profiles import PROFILES
+
 
 def pytest_addoption(parser):
     group = parser.getgroup("varguard")
@@ -22,7 +24,7 @@ def pytest_addoption(parser):
     group.addoption(
         "--varguard-profile",
         default="quick",
-        choices=("quick", "standard", "release"),
+        choices=sorted(PROFILES),
         help="search effort",
     )
     group.addoption("--varguard-seed", type=int, default=0, help="Hypothesis seed")
@@ -32,17 +34,22 @@ def pytest_collection_modifyitems(session, config, items):
     specs = config.getoption("varguard_target")
     if not specs:
         return
-    from verify.runner import plan
-    from verify.targets import TargetError, resolve
+    # Imported on use: this plugin loads in every pytest session where varguard is installed,
+    # and most of them never name a target (torch is a heavy import).
+    from verify.checks import checks_for
+    from verify.resolve import TargetError, resolve
 
     try:
-        targets = [resolve(s) for s in specs]
+        targets = [(s, resolve(s)) for s in specs]
     except TargetError as exc:
         raise pytest.UsageError(str(exc)) from None
     parent = _VarguardCollector.from_parent(session, name="varguard")
     items.extend(
-        VarguardItem.from_parent(parent, name=f"{t.name}::{c.name}", target=t, check=c)
-        for t, c in plan(targets)
+        VarguardItem.from_parent(
+            parent, name=f"{t.name}::{c.name}", spec=spec, target=t, check=c.name
+        )
+        for spec, t in targets
+        for c in checks_for(t.family)
     )
 
 
@@ -52,24 +59,22 @@ class _VarguardCollector(pytest.Collector):
 
 
 class VarguardItem(pytest.Item):
-    def __init__(self, *, target, check, **kw):
+    def __init__(self, *, spec, target, check, **kw):
         super().__init__(**kw)
-        self.target, self.check = target, check
+        self.spec, self.target, self.check = spec, target, check
 
     def runtest(self):
-        from verify.checks.base import run_check
-        from verify.profiles import get_profile
+        from verify.execution import Job, execution_for, run_checks
+        from verify.result import Status
 
         cfg = self.config
-        r = run_check(
-            self.check,
-            self.target,
-            get_profile(cfg.getoption("varguard_profile")),
-            seed=cfg.getoption("varguard_seed"),
+        execution = execution_for(
+            cfg.getoption("varguard_profile"), seed=cfg.getoption("varguard_seed"), isolate=False
         )
-        if r.status == "skipped":
+        (r,) = run_checks([Job.of(self.target, [self.check], spec=self.spec)], execution)
+        if r.status == Status.SKIPPED:
             pytest.skip(r.message)
-        if r.status != "passed":
+        if r.status != Status.PASSED:
             raise VarguardFailure(r)
 
     def repr_failure(self, excinfo):
@@ -82,7 +87,7 @@ class VarguardItem(pytest.Item):
         return super().repr_failure(excinfo)
 
     def reportinfo(self):
-        return "varguard", None, f"{self.target.name}::{self.check.name}"
+        return "varguard", None, f"{self.target.name}::{self.check}"
 
 
 class VarguardFailure(Exception):

@@ -11,149 +11,23 @@ import os
 import tempfile
 from pathlib import Path
 
-from verify.cli import EXIT_FAILED, EXIT_OK, UsageError
+import pytest
+import torch
 
-DEFAULT_REFERENCE = "torch-eager"
-DEFAULT_THRESHOLD = 0.10
-
-
-def add_command(sub) -> None:
-    p = sub.add_parser(
-        "bench",
-        help="time verified targets against a copy's bandwidth (pytest-benchmark)",
-        description="Time batch norm (forward in training and eval, backward in training) and "
-        "the residual tail relu(bn(x) + shortcut) for every target that passed verification, "
-        "at ResNet-50 layer sizes, with pytest-benchmark. Reports time, the minimum bytes "
-        "moved, GB/s and the ratio to a y.copy_(x) of as many bytes timed in the same run, next "
-        "to the reference target. Writes OUT/bench.json (pytest-benchmark's JSON, annotated) "
-        "and OUT/bench.md.",
-        epilog="Exit codes: 0 done, 1 a regression past --threshold against --compare (or "
-        "nothing could be benchmarked, or a benchmark raised), 2 usage error.",
-    )
-    p.add_argument(
-        "--target",
-        action="append",
-        metavar="T",
-        help="batch-norm target to time (repeatable; default: every one that can run here; "
-        "Triton targets under the interpreter only when named)",
-    )
-    p.add_argument(
-        "--op",
-        action="append",
-        choices=_ops(),
-        help="operation (repeatable; default: all)",
-    )
-    p.add_argument(
-        "--quick", action="store_true", help="two layer sizes, and a small batch on the CPU"
-    )
-    p.add_argument(
-        "--size",
-        action="append",
-        metavar="NxCxHxW",
-        type=_shape,
-        help="time this shape instead of ResNet-50's layers (repeatable)",
-    )
-    p.add_argument(
-        "--batch", type=int, default=None, help="batch size N (default: 32 on a GPU, 8 on CPU)"
-    )
-    p.add_argument(
-        "--reference",
-        default=DEFAULT_REFERENCE,
-        help=f"target every result is compared with (default {DEFAULT_REFERENCE})",
-    )
-    p.add_argument(
-        "--verified",
-        type=Path,
-        metavar="REPORT",
-        help="take verification from this `varguard run` report.json (or folder) instead of "
-        "running the checks",
-    )
-    p.add_argument(
-        "--profile",
-        default="quick",
-        choices=("quick", "standard", "release"),
-        help="profile of the checks run first without --verified (default quick)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="Hypothesis seed of those checks")
-    p.add_argument(
-        "--out", type=Path, default=None, help="report folder (default reports/bench-<device>)"
-    )
-    p.add_argument(
-        "--compare",
-        type=Path,
-        metavar="OLD",
-        help="an old bench.json (or folder): exit 1 if an operation got slower past --threshold",
-    )
-    p.add_argument(
-        "--any-machine",
-        action="store_true",
-        help="--compare even when OLD was timed on another device or thread count",
-    )
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=DEFAULT_THRESHOLD,
-        help=f"relative slowdown that counts as a regression (default {DEFAULT_THRESHOLD})",
-    )
-    p.add_argument("--min-rounds", type=int, default=5, help="pytest-benchmark rounds at least (5)")
-    p.add_argument(
-        "--max-time",
-        type=float,
-        default=1.0,
-        help="pytest-benchmark seconds per benchmark, roughly (1.0)",
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads while timing (default: torch's choice); 1 keeps a shared "
-        "machine's other load from stalling OpenMP barriers",
-    )
-    p.set_defaults(func=cmd_bench)
-
-
-def _ops() -> list[str]:
-    from verify.bench.workloads import OPS
-
-    return list(OPS)
-
-
-def _shape(text: str) -> tuple[int, int, int, int]:
-    try:
-        dims = tuple(int(v) for v in text.lower().split("x"))
-    except ValueError:
-        dims = ()
-    if len(dims) != 4 or min(dims) < 1:
-        raise argparse.ArgumentTypeError(
-            f"--size {text!r}: give N x C x H x W as four positive integers, e.g. 8x64x56x56"
-        )
-    return dims
-
-
-def check_args(args: argparse.Namespace) -> None:
-    if args.threshold <= 0:
-        raise UsageError(f"--threshold={args.threshold}: give a positive fraction, e.g. 0.1")
-    if args.min_rounds < 1:
-        raise UsageError(f"--min-rounds={args.min_rounds}: give at least 1")
-    if args.max_time <= 0:
-        raise UsageError(f"--max-time={args.max_time}: give a positive number of seconds")
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads={args.threads}: give at least 1")
-    if args.batch is not None and args.batch < 2:
-        raise UsageError(f"--batch={args.batch}: training batch norm needs a batch of 2 or more")
+from verify.bench import bench_kernels, results, verification, workloads
+from verify.bench.options import check_args
+from verify.exits import EXIT_FAILED, EXIT_OK, UsageError
+from verify.report import metadata
+from verify.resolve import TargetError
+from verify.targets import builtin
+from verify.targets import triton as triton_targets
 
 
 def _targets(args: argparse.Namespace):
     """[(Target, named explicitly)], the reference first."""
-    import torch
-
-    from verify.bench.workloads import find_target
-    from verify.targets import TargetError, builtin
-    from verify.targets import triton as triton_targets
-
     names = list(args.target or [])
     try:
-        chosen = [find_target(n) for n in names]
+        chosen = [workloads.find_target(n) for n in names]
     except TargetError as exc:
         raise UsageError(str(exc)) from None
     for t in chosen:
@@ -163,11 +37,7 @@ def _targets(args: argparse.Namespace):
                 f"residual tail is timed for each of them)"
             )
     if not names:
-        pool = [*builtin(), *triton_targets.builtin()]
-        seen: set[str] = set()
-        chosen = [
-            t for t in pool if t.family == "batchnorm" and not (t.name in seen or seen.add(t.name))
-        ]
+        chosen = [t for t in builtin() if t.family == "batchnorm"]
     interpreted = set()
     if not torch.cuda.is_available():
         interpreted = {t.name for t in triton_targets.builtin()}
@@ -176,7 +46,7 @@ def _targets(args: argparse.Namespace):
         out.append((t, t.name in names or t.name not in interpreted))
     if args.reference not in {t.name for t, _ in out}:
         try:
-            out.insert(0, (find_target(args.reference), True))
+            out.insert(0, (workloads.find_target(args.reference), True))
         except TargetError as exc:
             raise UsageError(f"--reference: {exc}") from None
     out.sort(key=lambda tn: tn[0].name != args.reference)
@@ -184,11 +54,6 @@ def _targets(args: argparse.Namespace):
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import torch
-
-    from verify.bench import results, verification, workloads
-    from verify.report import metadata
-
     check_args(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -298,10 +163,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _run_pytest(cases: list[dict], json_path: Path, args: argparse.Namespace) -> int:
-    import pytest
-
-    from verify.bench import bench_kernels, workloads
-
     with tempfile.TemporaryDirectory(prefix="varguard-bench-") as tmp:
         plan_path = Path(tmp) / "plan.json"
         workloads.save_plan(cases, plan_path)
@@ -337,4 +198,4 @@ def _run_pytest(cases: list[dict], json_path: Path, args: argparse.Namespace) ->
                 os.environ[bench_kernels.PLAN_ENV] = previous
 
 
-__all__ = ["add_command", "check_args", "cmd_bench"]
+__all__ = ["cmd_bench"]

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from verify.bench.workloads import OPS, layer_name
+from verify.bench.layers import OPS, layer_name
 
 JSON_NAME, MD_NAME = "bench.json", "bench.md"
 

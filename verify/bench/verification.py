@@ -9,6 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from verify import execution
+from verify.report import writer
+from verify.resolve import resolve
+from verify.targets import triton as triton_targets
 from verify.targets.base import Target
 
 #: The checks an operation's results rest on.
@@ -26,8 +30,6 @@ FUSED_TAIL_EVIDENCE: tuple[tuple[str, str], ...] = (
 
 
 def triton_names() -> set[str]:
-    from verify.targets import triton as triton_targets
-
     return {t.name for t in triton_targets.builtin()}
 
 
@@ -41,8 +43,6 @@ def required(target: Target, op: str) -> list[tuple[str, str]]:
 
 def from_report(path: Path) -> dict[tuple[str, str], tuple[str, str]]:
     """{(target, check): (status, message)} from a `varguard run` report (file or folder)."""
-    from verify.report import writer
-
     report = writer.load(Path(path))
     return {(r["target"], r["check"]): (r["status"], r["message"]) for r in report["results"]}
 
@@ -51,17 +51,21 @@ def run_checks(
     pairs: Iterable[tuple[str, str]], *, profile: str = "quick", seed: int = 0, log=print
 ) -> dict[tuple[str, str], tuple[str, str]]:
     """Run each (target, check) once, in this process; {(target, check): (status, message)}."""
-    from verify.bench.workloads import find_target
-    from verify.checks import get_check
-    from verify.checks.base import run_check
-    from verify.profiles import get_profile
-
-    prof = get_profile(profile)
+    jobs = [
+        execution.Job.of(resolve(target_name, family="batchnorm"), [check_name])
+        for target_name, check_name in sorted(set(pairs))
+    ]
     out = {}
-    for target_name, check_name in sorted(set(pairs)):
-        result = run_check(get_check(check_name), find_target(target_name), prof, seed=seed)
-        out[(target_name, check_name)] = (result.status, result.message)
-        log(f"  verify {check_name:22s} {target_name:26s} {result.status} ({result.seconds:.1f} s)")
+
+    def record(result) -> None:
+        out[(result.target, result.check)] = (result.status, result.message)
+        log(
+            f"  verify {result.check:22s} {result.target:26s} {result.status} "
+            f"({result.seconds:.1f} s)"
+        )
+
+    settings = execution.execution_for(profile, seed=seed, isolate=False)
+    execution.run_checks(jobs, settings, on_result=record)
     return out
 
 

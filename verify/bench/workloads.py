@@ -16,30 +16,18 @@ from pathlib import Path
 
 import torch
 
-from verify.targets.base import Target
-
-#: The operations timed. Backward in eval mode is left out: no check verifies it.
-OPS: dict[str, str] = {
-    "fwd-train": "forward, training mode (batch statistics, running-statistics update)",
-    "fwd-eval": "forward, eval mode (running statistics), no autograd",
-    "bwd-train": "backward of a training-mode forward: dx, dgamma, dbeta",
-    "tail-train": "residual tail relu(bn(x) + shortcut), training-mode forward",
-}
-
-#: (C, H, W) of batch norms in ResNet-50 (v1.5, 224x224 input): the first bottleneck's inner
-#: width, and each stage's output (bn3 / the projection shortcut's BN).
-RESNET50_LAYERS: tuple[tuple[str, tuple[int, int, int]], ...] = (
-    ("layer1 bn1/bn2", (64, 56, 56)),
-    ("layer1 bn3", (256, 56, 56)),
-    ("layer2 bn3", (512, 28, 28)),
-    ("layer3 bn3", (1024, 14, 14)),
-    ("layer4 bn3", (2048, 7, 7)),
+from verify.adapters import batchnorm as adapter
+from verify.bench.layers import (
+    CPU_BATCH,
+    GPU_BATCH,
+    OPS,
+    PARAM_BYTES,
+    QUICK_CPU_BATCH,
+    RESNET50_LAYERS,
 )
-#: Batch: ResNet-50's per-GPU training batch on a GPU; smaller where a CPU would take minutes.
-GPU_BATCH, CPU_BATCH, QUICK_CPU_BATCH = 32, 8, 2
-
-#: Parameters and statistics are float32 whatever the activation dtype (mixed precision).
-PARAM_BYTES = 4
+from verify.resolve import resolve
+from verify.targets import triton as triton_targets
+from verify.targets.base import Target
 
 
 def default_shapes(*, device: str, quick: bool, batch: int | None = None) -> list[tuple]:
@@ -48,11 +36,6 @@ def default_shapes(*, device: str, quick: bool, batch: int | None = None) -> lis
     if batch is None:
         batch = GPU_BATCH if device == "cuda" else (QUICK_CPU_BATCH if quick else CPU_BATCH)
     return [(batch, *chw) for _, chw in layers]
-
-
-def layer_name(shape: Iterable[int]) -> str:
-    chw = tuple(shape)[1:]
-    return next((name for name, s in RESNET50_LAYERS if s == chw), "custom")
 
 
 def element_size(dtype: str) -> int:
@@ -140,13 +123,9 @@ def load_plan(path: Path) -> list[dict]:
 
 def find_target(name: str) -> Target:
     """A batch-norm target by name: the Triton ones, then the registry (built-ins, module:Name)."""
-    from verify.targets import triton as triton_targets
-
     for t in triton_targets.builtin():
         if t.name == name:
             return t
-    from verify.targets import resolve
-
     return resolve(name, family="batchnorm")
 
 
@@ -191,8 +170,6 @@ def build(case: dict) -> Callable[[], object]:
 
 
 def _op_callable(target: Target, op: str, shape: tuple) -> Callable[[], object]:
-    from verify.targets import batchnorm as adapter
-
     gen = torch.Generator().manual_seed(0)
     module = target.factory(shape[1])
     module.to(target.device)
@@ -259,14 +236,11 @@ def cuda_event_seconds(fn: Callable[[], object], *, rounds: int = 50) -> dict:
 
 
 __all__ = [
-    "OPS",
-    "RESNET50_LAYERS",
     "build",
     "copy_case",
     "cuda_event_seconds",
     "default_shapes",
     "find_target",
-    "layer_name",
     "load_plan",
     "min_bytes",
     "op_case",

@@ -1,14 +1,23 @@
-"""The check registry: one module per family, each exporting CHECKS."""
+"""The check registry: each family's module here declares ``CHECKS = Checks(family)``; the
+registry discovers them."""
 
 from __future__ import annotations
 
-from verify.checks.base import Check, CheckResult, Measurement, run_check
+from functools import lru_cache
+
+from verify.checks.base import Check, Checks, Measurement, run_check
+from verify.families import discover
+
+
+@lru_cache(maxsize=1)
+def _modules() -> tuple:
+    return discover(
+        __name__, __path__, declares=lambda m: isinstance(getattr(m, "CHECKS", None), Checks)
+    )
 
 
 def all_checks() -> list[Check]:
-    from verify.checks import batchnorm, init, residual, selu
-
-    return [*batchnorm.CHECKS, *init.CHECKS, *selu.CHECKS, *residual.CHECKS]
+    return [c for module in _modules() for c in module.CHECKS]
 
 
 def checks_for(family: str) -> list[Check]:
@@ -22,12 +31,4 @@ def get_check(name: str) -> Check:
     raise KeyError(f"no check named {name!r}; known: {', '.join(c.name for c in all_checks())}")
 
 
-__all__ = [
-    "Check",
-    "CheckResult",
-    "Measurement",
-    "all_checks",
-    "checks_for",
-    "get_check",
-    "run_check",
-]
+__all__ = ["Check", "Checks", "Measurement", "all_checks", "checks_for", "get_check", "run_check"]

@@ -1,9 +1,18 @@
 """The check protocol and the Hypothesis plumbing every family shares.
 
-A check is data: the cases it draws, how it measures one case (error/allowed ratio and a
-message), the bound it takes from theory/, and the known-bad cases it always runs first. The
-runner here turns that into a result: passed/failed/skipped/error, the worst ratio Hypothesis
-could climb to (hypothesis.target), the shrunk counterexample and a reproduction script.
+A check is data, registered next to its code with keywords::
+
+    CHECKS = Checks("batchnorm")
+
+    @CHECKS.register(name="batchnorm.forward", summary="...", bound=rounding.bn_forward_tolerance,
+                     cases=..., known=...)
+    def measure_forward(target, case) -> Measurement: ...
+
+``cases`` draws Hypothesis cases, ``measure`` turns one into an error/allowed ratio and a message,
+``bound`` names the theory function or oracle the tolerance comes from (the object itself, so a
+renamed bound fails at import, never as stale text), ``known`` lists the fixed known-bad cases
+tried first. :func:`run_check` turns that into a :class:`verify.result.Result`: the worst ratio
+Hypothesis could climb to (hypothesis.target), the shrunk counterexample and a reproduction script.
 """
 
 from __future__ import annotations
@@ -11,8 +20,8 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, given, reject, settings
@@ -20,10 +29,11 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis import target as hypothesis_target
 
+from verify.assertions import describe_bound
 from verify.profiles import Profile
+from verify.result import Result, Status, repro_filename
 from verify.targets.base import Target
 
-PASSED, FAILED, SKIPPED, ERROR = "passed", "failed", "skipped", "error"
 #: hypothesis.target needs a finite score; a NaN output scores this.
 RATIO_CAP = 1e12
 
@@ -40,51 +50,130 @@ class Measurement:
         return self.ratio <= 1.0
 
 
-def no_reason(target: Target) -> str | None:
+@dataclass(frozen=True)
+class KnownDefect:
+    """A defect of an implementation itself, found by varguard, not a fault of the suite.
+
+    The search steps around the cases it ``matches`` on the targets it ``applies_to``, so that it
+    cannot mask other failures, and every run measures its ``example`` again and reports whether
+    it is still present.
+    """
+
+    checks: tuple[str, ...]
+    description: str
+    applies_to: Callable[[Target], bool]
+    matches: Callable[[Any], bool]
+    example: Any
+    # For a defect that kills its process (heap corruption), measuring the example here would
+    # take the run down: ``probe`` reproduces it in a child process and says whether it is
+    # still there.
+    probe: Callable[[], bool] | None = None
+
+    def present(self, check: Check, target: Target) -> bool:
+        if self.probe is not None:
+            return self.probe()
+        try:
+            return not check.measure(target, self.example).ok
+        except Exception:
+            return True
+
+
+def _always(target: Target) -> str | None:
     return None
+
+
+def _no_cases(target: Target) -> list:
+    return []
 
 
 @dataclass(frozen=True)
 class Check:
     name: str  # "<family>.<what>"
     summary: str
-    bound: str  # where the tolerance comes from (a theory/ function or oracle)
+    bound: Any  # a theory function or oracle, a tuple of them, or EXACT
     cases: Callable[[Target, Profile], st.SearchStrategy]
     measure: Callable[[Target, Any], Measurement]
-    known_cases: Callable[[Target], list] = lambda target: []
-    applies: Callable[[Target], str | None] = no_reason
+    known: Callable[[Target], list] = _no_cases
+    applies: Callable[[Target], str | None] = _always
     # Statistical checks draw their own large samples: a handful of Hypothesis cases suffices.
     max_examples: Callable[[Profile], int] | None = None
+    defects: list[KnownDefect] = field(default_factory=list, compare=False, hash=False)
 
     @property
     def family(self) -> str:
         return self.name.split(".", 1)[0]
 
+    @property
+    def bound_text(self) -> str:
+        return describe_bound(self.bound)
 
-@dataclass
-class CheckResult:
-    check: str
-    target: str
-    family: str
-    status: str
-    message: str = ""
-    bound: str = ""
-    worst_ratio: float | None = None
-    worst_case: str | None = None
-    counterexample: str | None = None
-    repro: str | None = None
-    examples: int = 0
-    seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
-    # The failing case itself (for the regression corpus); not part of the JSON record.
-    case: Any = field(default=None, repr=False)
+    def defects_for(self, target: Target) -> tuple[KnownDefect, ...]:
+        return tuple(d for d in self.defects if d.applies_to(target))
 
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("case")
-        if self.worst_ratio is not None and not math.isfinite(self.worst_ratio):
-            out["worst_ratio"] = str(self.worst_ratio)  # JSON has no Infinity
-        return out
+
+class Checks(Sequence):
+    """A family's checks in the order they are declared: its module's ``CHECKS``."""
+
+    def __init__(self, family: str) -> None:
+        self.family = family
+        self._checks: list[Check] = []
+
+    def register(
+        self,
+        *,
+        name: str,
+        summary: str,
+        bound: Any,
+        cases: Callable[[Target, Profile], st.SearchStrategy],
+        known: Callable[[Target], list] = _no_cases,
+        applies: Callable[[Target], str | None] = _always,
+        max_examples: Callable[[Profile], int] | None = None,
+    ) -> Callable:
+        """Decorate a ``measure(target, case) -> Measurement`` function: it becomes a check."""
+        if not name.startswith(self.family + "."):
+            raise ValueError(f"check name={name!r}: a {self.family} check is named {self.family}.*")
+        describe_bound(bound)  # an unknown kind of bound fails here, at import
+
+        def decorate(measure: Callable[[Target, Any], Measurement]):
+            self._checks.append(
+                Check(
+                    name=name,
+                    summary=summary,
+                    bound=bound,
+                    cases=cases,
+                    measure=measure,
+                    known=known,
+                    applies=applies,
+                    max_examples=max_examples,
+                )
+            )
+            return measure
+
+        return decorate
+
+    def add_defect(self, defect: KnownDefect) -> KnownDefect:
+        """Declare a known defect of some targets, excluded from the search of its checks."""
+        names = {c.name for c in self._checks}
+        for name in defect.checks:
+            if name not in names:
+                raise ValueError(f"known defect names check {name!r}; {self.family} has {names}")
+            next(c for c in self._checks if c.name == name).defects.append(defect)
+        return defect
+
+    def __iter__(self) -> Iterator[Check]:
+        return iter(self._checks)
+
+    def __getitem__(self, key: int | str) -> Check:
+        """A check by position or by name."""
+        if isinstance(key, str):
+            for c in self._checks:
+                if c.name == key:
+                    return c
+            raise KeyError(f"no check {key!r} in {self.family}: {[c.name for c in self]}")
+        return self._checks[key]
+
+    def __len__(self) -> int:
+        return len(self._checks)
 
 
 class CheckFailed(AssertionError):
@@ -101,7 +190,7 @@ Run from a checkout with varguard installed:  python {filename}
 """
 
 from verify.checks import get_check
-from verify.targets import resolve
+from verify.resolve import resolve
 from {case_module} import {case_class}  # noqa: F401
 
 target = resolve({target!r})
@@ -110,6 +199,14 @@ measurement = get_check({check!r}).measure(target, case)
 print(measurement.message)
 raise SystemExit(0 if measurement.ok else 1)
 '''
+
+
+class _PlainRepr:
+    def __init__(self, case):
+        self.case = case
+
+    def __repr__(self) -> str:
+        return repr(self.case)
 
 
 def repro_script(check: Check, target: Target, case: Any) -> str:
@@ -121,30 +218,28 @@ def repro_script(check: Check, target: Target, case: Any) -> str:
         case=_PlainRepr(case),
         case_module=cls.__module__,
         case_class=cls.__name__,
-        filename=f"repro_{check.name}_{slug(target.name)}.py",
+        filename=repro_filename(check.name, target.name),
         message_comment=first,
     )
 
 
-class _PlainRepr:
-    def __init__(self, case):
-        self.case = case
-
-    def __repr__(self) -> str:
-        return repr(self.case)
-
-
-def slug(name: str) -> str:
-    """A name safe in a file name (targets may be module:Name)."""
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
-
-
 def run_check(
-    check: Check, target: Target, profile: Profile, *, seed: int = 0, corpus: list | None = None
-) -> CheckResult:
-    """Run one check on one target: known cases and corpus first, then Hypothesis' search."""
-    base = CheckResult(
-        check=check.name, target=target.name, family=check.family, status=SKIPPED, bound=check.bound
+    check: Check,
+    target: Target,
+    profile: Profile,
+    *,
+    seed: int = 0,
+    corpus: Sequence = (),
+    known_cases: bool = True,
+) -> Result:
+    """Run one check on one target: the corpus and the known cases first (``known_cases=False``
+    leaves the latter out, to measure the search alone), then Hypothesis' search."""
+    base = Result(
+        check=check.name,
+        target=target.name,
+        family=check.family,
+        status=Status.SKIPPED,
+        bound=check.bound_text,
     )
     reason = target.unavailable() or check.applies(target)
     if reason:
@@ -163,7 +258,7 @@ def run_check(
             state["worst"], state["worst_case"] = ratio, case
         return m
 
-    def finish(status: str, message: str, case=None) -> CheckResult:
+    def finish(status: Status, message: str, case=None, found_by: str | None = None) -> Result:
         base.status = status
         base.message = message
         base.worst_ratio = state["worst"] if state["worst"] >= 0 else None
@@ -172,25 +267,30 @@ def run_check(
             base.case = case
             base.counterexample = repr(case)
             base.repro = repro_script(check, target, case)
+        if found_by is not None:
+            base.extra["found_by"] = found_by
         base.examples = state["n"]
         base.seconds = round(time.perf_counter() - started, 3)
         return base
 
-    defects = target.defects_for(check.name)
+    defects = check.defects_for(target)
 
     def known_defect(case) -> bool:
         return any(d.matches(case) for d in defects)
 
-    # Known failure modes and earlier counterexamples: fixed, so every run tries them.
-    for case in [*(corpus or []), *check.known_cases(target)]:
+    # Earlier counterexamples and known failure modes: fixed, so every run tries them.
+    fixed = [("corpus", c) for c in corpus]
+    if known_cases:
+        fixed += [("known case", c) for c in check.known(target)]
+    for origin, case in fixed:
         if known_defect(case):
             continue
         try:
             m = measure(case)
         except Exception as exc:  # the target broke on a valid input
-            return finish(ERROR, _describe(exc), case)
+            return finish(Status.ERROR, describe_exception(exc), case, origin)
         if not m.ok:
-            return finish(FAILED, m.message, case)
+            return finish(Status.FAILED, m.message, case, origin)
 
     n = check.max_examples(profile) if check.max_examples else _examples(target, profile)
 
@@ -218,12 +318,12 @@ def run_check(
         hypothesis_seed(seed)(search)()
     except CheckFailed as exc:
         # Hypothesis replays the shrunk example last, so state["last"] is the minimal case.
-        return finish(FAILED, exc.measurement.message, state["last"])
+        return finish(Status.FAILED, exc.measurement.message, state["last"], "search")
     except Exception as exc:
-        return finish(ERROR, _describe(exc), state["last"])
+        return finish(Status.ERROR, describe_exception(exc), state["last"], "search")
     worst = state["worst"]
     result = finish(
-        PASSED,
+        Status.PASSED,
         f"{state['n']} cases within the bound; worst error/allowed {worst:.3g}"
         if worst >= 0
         else "no cases",
@@ -232,14 +332,11 @@ def run_check(
     return result
 
 
-def _report_defects(check: Check, target: Target, defects, result: CheckResult) -> None:
+def _report_defects(check: Check, target: Target, defects, result: Result) -> None:
     """Measure each known defect's example again: still present, or gone (say so)."""
     notes = []
     for d in defects:
-        try:
-            present = not check.measure(target, d.example).ok
-        except Exception:
-            present = True
+        present = d.present(check, target)
         notes.append({"description": d.description, "present": present, "example": repr(d.example)})
         result.message += (
             f"; known defect {'still present' if present else 'NO LONGER SEEN'}"
@@ -253,8 +350,21 @@ def _examples(target: Target, profile: Profile) -> int:
     return profile.compiled_examples if target.compile else profile.examples
 
 
-def _describe(exc: BaseException) -> str:
+def describe_exception(exc: BaseException) -> str:
+    """One line: the exception's type and first line, and where it was raised."""
     where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
     loc = f" (at {where[0].filename}:{where[0].lineno})" if where else ""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}{loc}"
+
+
+__all__ = [
+    "Check",
+    "CheckFailed",
+    "Checks",
+    "KnownDefect",
+    "Measurement",
+    "describe_exception",
+    "repro_script",
+    "run_check",
+]

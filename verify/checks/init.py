@@ -5,7 +5,7 @@ standard deviations, torch's gains); the scipy.stats law for the Kolmogorov-Smir
 reference/init_laws.py. A case draws ``n = case.samples`` values from fresh tensors of one shape
 (the profile's statistical_samples / 10, 20,000 in the quick profile).
 
-False alarms. Every statistical decision has a false-alarm probability ALPHA = 1e-6 for a
+False alarms. Every statistical decision has a false-alarm probability FALSE_ALARM = 1e-6 for a
 correct sampler (stated per check below), so a quick run of ~17 cases x 3 checks x 6 targets
 fails by chance with probability < 3e-4, and a 20-seed sweep < 7e-3.
 
@@ -37,14 +37,15 @@ from scipy import stats
 
 from reference import init_laws
 from theory import init as theory_init
-from theory.rounding import unit_roundoff
-from verify.checks.base import Check, Measurement
+from theory import rounding, sampling
+from theory.sampling import FALSE_ALARM
+from verify.adapters import init as adapter
+from verify.assertions import describe_bound
+from verify.checks.base import Checks, Measurement
 from verify.strategies.init import DEFAULT_SAMPLES, InitCase, init_cases
-from verify.targets import init as adapter
 from verify.targets.base import Target
 
-#: False-alarm probability of each statistical decision (per case) for a correct sampler.
-ALPHA = 1e-6
+CHECKS = Checks("init")
 
 
 # --- the law a target should sample, from theory -------------------------------------------
@@ -87,21 +88,22 @@ def _law(
     fi, fo = theory_init.fan_in(shape), theory_init.fan_out(shape)
     if scheme == "xavier":
         if kind == "uniform":
-            scale = theory_init.xavier_uniform_bound(fi, fo, gain=gain)
-            formula, bound = "gain*sqrt(6/(fan_in+fan_out))", "theory.init.xavier_uniform_bound"
+            fn, formula = theory_init.xavier_uniform_bound, "gain*sqrt(6/(fan_in+fan_out))"
         else:
-            scale = theory_init.xavier_normal_std(fi, fo, gain=gain)
-            formula, bound = "gain*sqrt(2/(fan_in+fan_out))", "theory.init.xavier_normal_std"
+            fn, formula = theory_init.xavier_normal_std, "gain*sqrt(2/(fan_in+fan_out))"
+        scale, bound = fn(fi, fo, gain=gain), describe_bound(fn)
     else:
         gain = theory_init.torch_gain(nonlinearity, param=a)
         fan = fi if mode == "fan_in" else fo
         if kind == "uniform":
-            scale = theory_init.kaiming_uniform_bound(fan, gain=gain)
-            formula, bound = f"gain*sqrt(3/{mode})", "theory.init.kaiming_uniform_bound"
+            fn, formula = theory_init.kaiming_uniform_bound, f"gain*sqrt(3/{mode})"
         else:
-            scale = theory_init.kaiming_normal_std(fan, gain=gain)
-            formula, bound = f"gain/sqrt({mode})", "theory.init.kaiming_normal_std"
-        bound += f" (gain = theory.init.torch_gain({nonlinearity!r}, {a!r}))"
+            fn, formula = theory_init.kaiming_normal_std, f"gain/sqrt({mode})"
+        scale = fn(fan, gain=gain)
+        bound = (
+            f"{describe_bound(fn)} (gain = {describe_bound(theory_init.torch_gain)}"
+            f"({nonlinearity!r}, {a!r}))"
+        )
     variance = scale**2 / 3.0 if kind == "uniform" else scale**2
     return Law(kind, scale, variance, fi, fo, gain, formula, bound)
 
@@ -182,22 +184,32 @@ def _where(case: InitCase) -> str:
 
 def bound_interval(law: Law, n: int, dtype: str) -> tuple[float, float, float]:
     """(shortfall, slack, t) for max|w| over n samples of U(-a, a) stored in ``dtype``: the
-    samples must lie in [a - shortfall, a + slack].
-
-    Upper: torch computes a in float64 in at most 8 roundings (Kaiming: the gain
-    sqrt(2/(1 + a^2)) 4, gain/sqrt(fan) 2, times sqrt(3) 2; Xavier: 5), then draws
-    from + (to - from) * x with x in [0, 1); rounding is monotone, so every |w| <= fl(a) <=
-    a (1 + u)(1 + u64)^8 exactly, no statistics involved. One more (1 + u64) for the rounding of
-    theory's a to the float64 ``law.scale``: slack = a ((1 + u)(1 + u64)^9 - 1).
-    Lower: |w|/a ~ U(0, 1), so P(max|w| < a (1 - t)) = (1 - t)^n; t = 1 - ALPHA^(1/n) makes that
-    ALPHA (t = 6.9e-4 at n = 20,000): the samples must reach the bound, or it is not the bound.
-    """
-    u, u64 = unit_roundoff(dtype), unit_roundoff("float64")
-    t = -math.expm1(math.log(ALPHA) / n)
-    slack = law.scale * math.expm1(math.log1p(u) + 9 * math.log1p(u64))
-    return law.scale * t, slack, t
+    samples must lie in [a - shortfall, a + slack]. Upper: theory.rounding.uniform_bound_slack
+    (rounding only, no statistics). Lower: theory.sampling.uniform_max_shortfall at FALSE_ALARM:
+    the samples must reach the bound, or it is not the bound."""
+    t = sampling.uniform_max_shortfall(n)
+    return law.scale * t, rounding.uniform_bound_slack(law.scale, dtype), t
 
 
+def _examples(profile) -> int:
+    return profile.examples
+
+
+@CHECKS.register(
+    name="init.bounds",
+    summary="uniform samplers: every |w| <= a (theory's bound, float rounding allowed), and "
+    "the samples reach a (P(max|w| < a(1-t)) = 1e-6)",
+    bound=(
+        theory_init.xavier_uniform_bound,
+        theory_init.kaiming_uniform_bound,
+        rounding.uniform_bound_slack,
+        sampling.uniform_max_shortfall,
+    ),
+    cases=_cases,
+    known=_known,
+    applies=_applies_uniform,
+    max_examples=_examples,
+)
 def measure_bounds(target: Target, case: InitCase) -> Measurement:
     law = expected_law(target, case)
     w = adapter.draw(target, case)
@@ -215,7 +227,7 @@ def measure_bounds(target: Target, case: InitCase) -> Measurement:
             f"init.bounds: max|w| = {peak:.9g} = {peak / a:.9f} a, {verdict} "
             f"[a(1 - t), a(1 + u)(1 + u64)^9] = [{a - shortfall:.9g}, {a + slack:.9g}], "
             f"t = {t:.3g} "
-            f"(P(max|w| < a(1 - t)) = alpha = {ALPHA:g}); {law.describe()}; {_where(case)}"
+            f"(P(max|w| < a(1 - t)) = alpha = {FALSE_ALARM:g}); {law.describe()}; {_where(case)}"
         ),
     )
 
@@ -223,38 +235,20 @@ def measure_bounds(target: Target, case: InitCase) -> Measurement:
 # --- init.variance -----------------------------------------------------------------------------
 
 
-def variance_interval(kind: str, n: int, alpha: float = ALPHA) -> tuple[float, float]:
-    """Two-sided interval for s^2/sigma^2 (unbiased sample variance over theory's variance)
-    that a correct sampler leaves with probability alpha.
-
-    normal: (n-1) s^2/sigma^2 ~ chi^2(n-1), exactly.
-    uniform: Var(s^2) = (mu4 - (n-3)/(n-1) sigma^4)/n with mu4/sigma^4 = 9/5 for U(-a, a)
-    (mu4 = a^4/5, sigma^2 = a^2/3), and s^2 normal by the CLT (skewness O(n^-1/2): at n = 2e4
-    the tail probability is alpha to within tens of percent).
-    """
-    if kind == "normal":
-        dof = n - 1
-        return (stats.chi2.ppf(alpha / 2, dof) / dof, stats.chi2.isf(alpha / 2, dof) / dof)
-    sd = math.sqrt((9.0 / 5.0 - (n - 3) / (n - 1)) / n)
-    z = stats.norm.isf(alpha / 2)
-    return 1.0 - z * sd, 1.0 + z * sd
-
-
-def variance_miss_probability(kind: str, n: int, factor: float, alpha: float = ALPHA) -> float:
-    """P(init.variance accepts) when the sampler's true variance is ``factor`` x theory's: one
-    minus the test's power (computed directly, so tiny values do not round to 0)."""
-    lo, hi = variance_interval(kind, n, alpha)
-    if kind == "normal":
-        dof = n - 1
-        law = stats.chi2(dof, scale=factor / dof)  # s^2/sigma0^2 = factor chi^2(n-1)/(n-1)
-    else:
-        law = stats.norm(factor, factor * math.sqrt((9.0 / 5.0 - (n - 3) / (n - 1)) / n))
-    # P(lo <= X <= hi), from the tail that keeps digits when the law sits outside [lo, hi].
-    if law.median() < lo:
-        return float(max(law.sf(lo) - law.sf(hi), 0.0))
-    return float(max(law.cdf(hi) - law.cdf(lo), 0.0))
-
-
+@CHECKS.register(
+    name="init.variance",
+    summary="sample variance inside a two-sided 1 - 1e-6 interval around theory's variance "
+    "(chi-square for normal laws, 4th-moment CLT for uniform ones)",
+    bound=(
+        theory_init.xavier_variance_expr,
+        theory_init.kaiming_normal_std_expr,
+        sampling.variance_ratio_interval,
+    ),
+    cases=_cases,
+    known=_known,
+    applies=_applies,
+    max_examples=_examples,
+)
 def measure_variance(target: Target, case: InitCase) -> Measurement:
     law = expected_law(target, case)
     w = adapter.draw(target, case)
@@ -263,7 +257,7 @@ def measure_variance(target: Target, case: InitCase) -> Measurement:
         return Measurement(math.inf, f"init.variance: {n} sample(s); {_where(case)}")
     s2 = float(np.var(w, ddof=1))
     r = s2 / law.variance
-    lo, hi = variance_interval(law.kind, n)
+    lo, hi = sampling.variance_ratio_interval(law.kind, n)
     ratio = (r - 1.0) / (hi - 1.0) if r >= 1.0 else (1.0 - r) / (1.0 - lo)
     if not math.isfinite(ratio):
         ratio = math.inf
@@ -276,8 +270,8 @@ def measure_variance(target: Target, case: InitCase) -> Measurement:
         ratio,
         (
             f"init.variance: sample variance {s2:.6g} = {r:.5f} x theory's {law.variance:.6g}; "
-            f"two-sided interval for the ratio [{lo:.5f}, {hi:.5f}] ({test}, alpha = {ALPHA:g}); "
-            f"{law.describe()}; {_where(case)}"
+            f"two-sided interval for the ratio [{lo:.5f}, {hi:.5f}] ({test}, "
+            f"alpha = {FALSE_ALARM:g}); {law.describe()}; {_where(case)}"
         ),
     )
 
@@ -285,12 +279,16 @@ def measure_variance(target: Target, case: InitCase) -> Measurement:
 # --- init.ks -----------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=256)
-def ks_critical(n: int, alpha: float = ALPHA) -> float:
-    """D with P(D_n > D) = alpha for the exact two-sided one-sample KS statistic."""
-    return float(stats.kstwo.isf(alpha, n))
-
-
+@CHECKS.register(
+    name="init.ks",
+    summary="Kolmogorov-Smirnov test of the samples against U(-a, a) or N(0, std^2), "
+    "rejecting at p < 1e-6",
+    bound=sampling.ks_critical,
+    cases=_cases,
+    known=_known,
+    applies=_applies,
+    max_examples=_examples,
+)
 def measure_ks(target: Target, case: InitCase) -> Measurement:
     law = expected_law(target, case)
     ref = reference_law(target, case)
@@ -298,56 +296,13 @@ def measure_ks(target: Target, case: InitCase) -> Measurement:
     if not np.all(np.isfinite(w)):
         return Measurement(math.inf, f"init.ks: non-finite sample; {_where(case)}")
     result = stats.kstest(w, ref.cdf)
-    d_crit = ks_critical(w.size)
+    d_crit = sampling.ks_critical(w.size)
     ratio = float(result.statistic) / d_crit
     return Measurement(
         ratio,
         (
             f"init.ks: Kolmogorov-Smirnov D = {result.statistic:.5f} (p = {result.pvalue:.3g}) "
             f"against the reference law (reference.init_laws); critical D = {d_crit:.5f} at "
-            f"alpha = {ALPHA:g}; {law.describe()}; {_where(case)}"
+            f"alpha = {FALSE_ALARM:g}; {law.describe()}; {_where(case)}"
         ),
     )
-
-
-def _examples(profile) -> int:
-    return profile.examples
-
-
-CHECKS = [
-    Check(
-        name="init.bounds",
-        summary="uniform samplers: every |w| <= a (theory's bound, float rounding allowed), and "
-        "the samples reach a (P(max|w| < a(1-t)) = 1e-6)",
-        bound="theory.init.xavier_uniform_bound / kaiming_uniform_bound; a(1+u)(1+u64)^9 "
-        "(theory.rounding.unit_roundoff)",
-        cases=_cases,
-        measure=measure_bounds,
-        known_cases=_known,
-        applies=_applies_uniform,
-        max_examples=_examples,
-    ),
-    Check(
-        name="init.variance",
-        summary="sample variance inside a two-sided 1 - 1e-6 interval around theory's variance "
-        "(chi-square for normal laws, 4th-moment CLT for uniform ones)",
-        bound="theory.init (variance gain^2*2/(fan_in+fan_out), gain^2/fan); chi-square / "
-        "Var(s^2) = (mu4 - (n-3)/(n-1) sigma^4)/n at alpha = 1e-6",
-        cases=_cases,
-        measure=measure_variance,
-        known_cases=_known,
-        applies=_applies,
-        max_examples=_examples,
-    ),
-    Check(
-        name="init.ks",
-        summary="Kolmogorov-Smirnov test of the samples against U(-a, a) or N(0, std^2), "
-        "rejecting at p < 1e-6",
-        bound="reference.init_laws (scipy.stats law); scipy.stats.kstwo critical D at 1e-6",
-        cases=_cases,
-        measure=measure_ks,
-        known_cases=_known,
-        applies=_applies,
-        max_examples=_examples,
-    ),
-]

@@ -7,26 +7,32 @@ residual.plain_vs_residual input-gradient growth of a deep stack: residual, not 
 residual.no_mutation       forward and backward leave the caller's input unchanged
 residual.stochastic_depth  drop-path: identity in eval, per-sample keep-or-drop scaled 1/(1-p)
 
-The forward tolerance is derived below (:func:`block_forward_bound`) from theory.rounding's
-primitives; the statistical checks state their false-alarm rate (:data:`ALPHA`).
+The forward tolerance is theory.blocks.block_forward_bound (from theory.rounding's primitives);
+the statistical checks run at theory.sampling.FALSE_ALARM.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import subprocess
+import sys
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from hypothesis import strategies as st
-from scipy import stats
 from torch import nn
 
-from theory import rounding
+from theory import residual as theory_residual
+from theory import sampling
+from theory.blocks import block_forward_bound, branch_and_shortcut, relu
 from theory.residual import branch_variance, gradient_growth_predictions, stream_variance
-from verify.assertions import compare, input_changed, worst
-from verify.checks.base import Check, Measurement
+from theory.sampling import FALSE_ALARM
+from verify.adapters import residual as adapter
+from verify.adapters.base import as_numpy, to_input
+from verify.assertions import EXACT, compare, input_changed, worst
+from verify.checks.base import Checks, KnownDefect, Measurement
 from verify.profiles import Profile
 from verify.strategies.common import round_to
 from verify.strategies.residual import (
@@ -38,159 +44,9 @@ from verify.strategies.residual import (
     make_input,
     stack_cases,
 )
-from verify.targets import residual as adapter
 from verify.targets.base import Target
 
-#: False-alarm probability of each statistical decision (per case), as DESIGN.md asks.
-ALPHA = 1e-6
-FLOAT32 = rounding.Precision.of("float32")
-FORWARD_BOUND = (
-    "verify.checks.residual.block_forward_bound (theory.rounding.gamma_prob, bn_forward_tolerance)"
-)
-
-
-# --- the forward error bound -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Bounded:
-    """A float64 value of the reference computation and a bound on the float32 error there."""
-
-    v: np.ndarray
-    e: np.ndarray
-
-
-def _conv(conv: nn.Conv2d, a: Bounded, prec: rounding.Precision) -> Bounded:
-    """A convolution is one dot product of length K = C_in k_h k_w per output. With its input
-    carrying errors |dx| <= e and exact (float32) weights W, Higham & Mary's probabilistic bound
-    gives |fl(W * x_hat) - W * x| <= |W| * e + gamma~_K(u_acc) |W| * (|x| + e)."""
-    w = conv.weight.detach().double()
-
-    def apply(t: np.ndarray, weight: torch.Tensor) -> np.ndarray:
-        return F.conv2d(
-            torch.from_numpy(t), weight, stride=conv.stride, padding=conv.padding
-        ).numpy()
-
-    k = w.shape[1] * w.shape[2] * w.shape[3]
-    aw = w.abs()
-    e = apply(a.e, aw) + rounding.gamma_prob(k, prec.u_acc) * apply(np.abs(a.v) + a.e, aw)
-    return Bounded(apply(a.v, w), e)
-
-
-def _bn(bn: nn.BatchNorm2d, a: Bounded, train: bool, prec: rounding.Precision) -> Bounded:
-    """Batch norm of an input known to within e, first order.
-
-    Training mode, x_hat = (c - mu)/s over the m values of a channel, s = sqrt(var + eps):
-    perturbing c by dc (|dc| <= e) moves mu by mean(dc), var by 2 s mean(x_hat dc) (the sum of
-    c - mu is 0), s by mean(x_hat dc), so
-        |d x_hat| <= (e + mean(e) + |x_hat| mean(|x_hat| e)) / s,
-    times |gamma| for y. Eval mode uses the (exact) running statistics: |d x_hat| <= e / s.
-    The kernel's own rounding on top is theory.rounding.bn_forward_tolerance (batch statistics
-    in training, m=None in eval).
-    """
-    c = a.v
-    axes = (0, 2, 3)
-    shape = (1, -1, 1, 1)
-    gamma = bn.weight.detach().double().numpy()
-    beta = bn.bias.detach().double().numpy()
-    if train:
-        mean, var = c.mean(axis=axes), c.var(axis=axes)
-    else:
-        mean = bn.running_mean.detach().double().numpy()
-        var = bn.running_var.detach().double().numpy()
-    s = np.sqrt(var + bn.eps).reshape(shape)
-    x_hat = (c - mean.reshape(shape)) / s
-    y = gamma.reshape(shape) * x_hat + beta.reshape(shape)
-    if train:
-        prop = (
-            a.e
-            + a.e.mean(axis=axes, keepdims=True)
-            + np.abs(x_hat) * (np.abs(x_hat) * a.e).mean(axis=axes, keepdims=True)
-        ) / s
-        m = c.size // c.shape[1]
-    else:
-        prop, m = a.e / s, None
-    own = rounding.bn_forward_tolerance(
-        x_hat, y, m=m, mean=mean, var=var, eps=bn.eps, gamma_=gamma, beta=beta, prec=prec
-    )
-    return Bounded(y, np.abs(gamma).reshape(shape) * prop + own)
-
-
-def _relu(a: Bounded) -> Bounded:
-    # ReLU is exact and 1-Lipschitz: |relu(a) - relu(b)| <= |a - b|.
-    return Bounded(np.maximum(a.v, 0.0), a.e)
-
-
-def _add(a: Bounded, b: Bounded, prec: rounding.Precision) -> Bounded:
-    # fl(a_hat + b_hat) = (a_hat + b_hat)(1 + d), |d| <= u.
-    v = a.v + b.v
-    return Bounded(v, a.e + b.e + prec.u * (np.abs(v) + a.e + b.e))
-
-
-def _scale(a: Bounded, factor: float, prec: rounding.Precision) -> Bounded:
-    # x * mask / keep: the mask multiply is exact, 1/keep costs the rounding of keep to float32
-    # and of the product: 2u.
-    v = a.v * factor
-    return Bounded(v, a.e * factor + 2 * prec.u * np.abs(v))
-
-
-def _branch_layers(ref) -> list:
-    names = ["conv1", "bn1", "act1", "conv2", "bn2"]
-    if hasattr(ref, "conv3"):
-        names += ["act2", "conv3", "bn3"]
-    return [getattr(ref, n) for n in names]
-
-
-def _apply(layer, a: Bounded, train: bool, prec) -> Bounded:
-    if isinstance(layer, nn.Conv2d):
-        return _conv(layer, a, prec)
-    if isinstance(layer, nn.BatchNorm2d):
-        return _bn(layer, a, train, prec)
-    return _relu(a)
-
-
-def branch_and_shortcut(
-    ref, values: np.ndarray, *, train: bool, prec: rounding.Precision = FLOAT32
-) -> tuple[Bounded, Bounded]:
-    """F(x) and shortcut(x) of the reference block, each with its float32 error bound."""
-    x = Bounded(values, np.zeros_like(values))
-    f = x
-    for layer in _branch_layers(ref):
-        f = _apply(layer, f, train, prec)
-    sc = x
-    if ref.downsample is not None:
-        for layer in ref.downsample:
-            sc = _apply(layer, sc, train, prec)
-    return f, sc
-
-
-def block_forward_bound(
-    ref,
-    values: np.ndarray,
-    *,
-    train: bool,
-    branch_scale: float = 1.0,
-    prec: rounding.Precision = FLOAT32,
-) -> Bounded:
-    """y = relu(branch_scale F(x) + shortcut(x)) and a per-element bound on its float32 error.
-
-    Derivation (first order in u; every step's bound is a function above): the input is exact
-    (float32 values). Each convolution is a K = C_in k k dot product per output: error
-    |W| * e_in + gamma~_K |W| * (|x| + e_in) (theory.rounding.gamma_prob, lambda = 8: fails with
-    probability < 2.6e-14 per output). Batch norm propagates its input's error through its
-    Jacobian (see :func:`_bn`) and adds its own rounding (theory.rounding.bn_forward_tolerance).
-    ReLU is exact and 1-Lipschitz. The residual add costs u |sum|; drop-path scaling 2u |value|.
-
-    Only the local roundings use the probabilistic gamma~; errors already present propagate in
-    the worst case (|W| * e: all aligned). Where the output is dominated by the shortcut the
-    bound is the add's own rounding u |y|, exact for round-to-nearest (correct blocks reach
-    error/allowed ~0.9 there); inside the branch, in training mode, the worst-case propagation
-    through two batch norms leaves ~1e-3 of |y| allowed: a 1% error of the branch still fails.
-    """
-    f, sc = branch_and_shortcut(ref, values, train=train, prec=prec)
-    if branch_scale != 1.0:
-        f = _scale(f, branch_scale, prec)
-    return _relu(_add(f, sc, prec))
+CHECKS = Checks("residual")
 
 
 # --- comparing a block's output, with drop-path's per-sample keep-or-drop -------------------
@@ -213,11 +69,11 @@ def compare_output(
     p = adapter.drop_prob(target) if train else 0.0
     if p == 0.0:
         out = block_forward_bound(ref, values, train=train)
-        c = compare(y, out.v, out.e + 1e-30, what=what, bound=FORWARD_BOUND)
+        c = compare(y, out.v, out.e + 1e-30, what=what, bound=block_forward_bound)
         return OutputComparison(c.ratio, c.message())
     kept = block_forward_bound(ref, values, train=True, branch_scale=1.0 / (1.0 - p))
     _, sc = branch_and_shortcut(ref, values, train=True)
-    dropped = _relu(sc)
+    dropped = relu(sc)
     axes = tuple(range(1, y.ndim))
     with np.errstate(invalid="ignore", divide="ignore"):
         r_keep = np.nan_to_num(np.abs(y - kept.v) / (kept.e + 1e-30), nan=np.inf).max(axis=axes)
@@ -232,7 +88,7 @@ def compare_output(
         y,
         expected,
         allowed,
-        bound=FORWARD_BOUND,
+        bound=block_forward_bound,
         what=f"{what} (drop-path p={p}: each sample relu(shortcut + F/(1-p)) if kept, "
         f"relu(shortcut) if dropped)",
     )
@@ -297,6 +153,13 @@ def _block_output(target: Target, case: BlockCase, *, what: str) -> OutputCompar
     return compare_output(target, ref, values, run.y, train=train, what=what)
 
 
+@CHECKS.register(
+    name="residual.forward",
+    summary="block output vs the float64 reference (same weights), BN in training or eval mode",
+    bound=block_forward_bound,
+    cases=_block_strategy(),
+    known=known_blocks,
+)
 def measure_forward(target: Target, case: BlockCase) -> Measurement:
     c = _block_output(target, case, what=f"block output ({case.mode}-mode BN)")
     return Measurement(c.ratio, c.message)
@@ -305,6 +168,20 @@ def measure_forward(target: Target, case: BlockCase) -> Measurement:
 # --- residual.identity_gradient ----------------------------------------------------------------
 
 
+def _identity_known(target: Target) -> list[BlockCase]:
+    return (
+        known_blocks(target, identity_only=True)
+        + [c for c in known_blocks(target, identity_only=True, depth=3) if c.mode == "train"][:1]
+    )
+
+
+@CHECKS.register(
+    name="residual.identity_gradient",
+    summary="zero last gamma: y = relu(x), dx = relu'(x) dy exactly (the identity path)",
+    bound=(EXACT, theory_residual.block_jacobian),
+    cases=_block_strategy(identity_only=True, max_depth=3),
+    known=_identity_known,
+)
 def measure_identity_gradient(target: Target, case: BlockCase) -> Measurement:
     """With the branch's last BN at gamma = beta = 0 (zero-init), F(x) = 0 and dF/dx = 0 exactly,
     so d(x + F(x))/dx = I (theory.residual.block_jacobian) and a stack of such blocks computes
@@ -330,7 +207,7 @@ def measure_identity_gradient(target: Target, case: BlockCase) -> Measurement:
         noncontiguous=case.noncontiguous,
         dy=dy,
     )
-    bound = "exact: theory.residual.block_jacobian, d(x + F(x))/dx = I + dF/dx with dF/dx = 0"
+    bound = (EXACT, theory_residual.block_jacobian)  # d(x + F(x))/dx = I + dF/dx, dF/dx = 0
     stack = f"{case.depth} zero-init block{'s' if case.depth > 1 else ''}"
     c_y = compare(
         run.y,
@@ -393,7 +270,7 @@ def _stack_strategy(*, depth: tuple[int, int], replicates, scale: tuple[float, f
 
 def _variance_replicates(profile: Profile) -> int:
     """Independent stacks per variance case: 16 in quick, 32 beyond (the t quantile at
-    ALPHA / depth falls from 9.6 to 7.0): more replicates tighten the band around the theory."""
+    FALSE_ALARM / depth falls from 9.6 to 7.0): more replicates tighten the band."""
     return 16 if profile.statistical_samples < 1_000_000 else 32
 
 
@@ -411,6 +288,19 @@ def _train_only(target: Target) -> str | None:
     return None if "train" in target.modes else "the stream regime needs training-mode BN"
 
 
+def _variance_known(target: Target) -> list[StackCase]:
+    return [StackCase(width=64, batch=256, depth=8, replicates=16, seed=3)]
+
+
+@CHECKS.register(
+    name="residual.variance_depth",
+    summary="stream variance of a deep stack at init grows linearly (var0 + L)",
+    bound=(stream_variance, sampling.student_t_quantile),
+    cases=_stack_strategy(depth=(8, 16), replicates=_variance_replicates, scale=(-1.0, 1.0)),
+    known=_variance_known,
+    applies=_train_only,
+    max_examples=_stack_examples,
+)
 def measure_variance_depth(target: Target, case: StackCase) -> Measurement:
     """Stream variance at every depth vs theory.residual.stream_variance (branch 'bn').
 
@@ -421,8 +311,8 @@ def measure_variance_depth(target: Target, case: StackCase) -> Measurement:
     Var(F_l) is exactly 1 (a BN output), so d sums the covariances Cov(x_l, F_l); flipping the
     sign of the branch's last conv weight (a symmetric init) flips F_l and leaves x_l, so
     E[d] = 0 exactly. The replicates are independent (fresh weights and data), so a two-sided
-    Student t test per depth at ALPHA / depth (Bonferroni: ALPHA per case) decides; ratio =
-    |t| / t_crit.
+    Student t test per depth at FALSE_ALARM / depth (Bonferroni: FALSE_ALARM per case) decides;
+    ratio = |t| / t_crit.
     """
     p = adapter.drop_prob(target)
     v = branch_variance(p, case.batch)
@@ -433,18 +323,18 @@ def measure_variance_depth(target: Target, case: StackCase) -> Measurement:
         modules = [adapter.build(target, ref) for ref in refs]
         # Autograd on, as in a training step (a compiled target then reuses one graph for this
         # check and plain_vs_residual); the stack is small.
-        x = adapter.to_input(target, values).requires_grad_(True) * 1
+        x = to_input(target, values).requires_grad_(True) * 1
         var0 = float(values.var(axis=(0, 2, 3)).mean())
         ratios[r, 0] = 1.0
         for l, m in enumerate(modules, start=1):
             m.train(True)
             x = adapter.call(target, m, x, seed=case.seed + 7919 * r + l)
-            var_l = float(adapter.as_numpy(x).var(axis=(0, 2, 3)).mean())
+            var_l = float(as_numpy(x).var(axis=(0, 2, 3)).mean())
             pred = v * stream_variance(l, var0=var0 / v, branch="bn")
             ratios[r, l] = var_l / var0
             d[r, l - 1] = (var_l - pred) / var0
     mean, sd = d.mean(axis=0), d.std(axis=0, ddof=1)
-    t_crit = stats.t.ppf(1 - ALPHA / (2 * case.depth), case.replicates - 1)
+    t_crit = sampling.student_t_quantile(FALSE_ALARM, case.replicates - 1, case.depth)
     t_stat = np.abs(mean) / np.maximum(sd / math.sqrt(case.replicates), 1e-300)
     l = int(np.argmax(t_stat))
     depth_l = l + 1
@@ -457,7 +347,7 @@ def measure_variance_depth(target: Target, case: StackCase) -> Measurement:
         f"{case.depth} blocks (width {case.width}, batch {case.batch}{drop}): worst depth "
         f"l={depth_l}: measured {measured:.4g} +- {sd[l] / math.sqrt(case.replicates):.2g} "
         f"(s.e.), theory.residual.stream_variance {predicted:.4g}: {verdict} the "
-        f"t-band (|t| {t_stat[l]:.3g} vs {t_crit:.3g} at alpha {ALPHA:g}/{case.depth}); "
+        f"t-band (|t| {t_stat[l]:.3g} vs {t_crit:.3g} at alpha {FALSE_ALARM:g}/{case.depth}); "
         f"final depth: measured {ratios[:, -1].mean():.4g}, theory "
         f"{ratios[:, -1].mean() - mean[-1]:.4g}"
     )
@@ -503,7 +393,7 @@ def gradient_growth(target: Target, case: StackCase) -> GradientGrowth:
         refs, values = stack_replicate(target, case, r)
         modules = [adapter.build(target, ref) for ref in refs]
         dy = torch.from_numpy(make_grad(values.shape, case.seed + r))
-        x = adapter.to_input(target, values)
+        x = to_input(target, values)
         logs.append(
             math.log(
                 _grad_growth(
@@ -533,6 +423,20 @@ def gradient_growth(target: Target, case: StackCase) -> GradientGrowth:
     )
 
 
+def _gradient_known(target: Target) -> list[StackCase]:
+    return [StackCase(width=64, batch=256, depth=8, replicates=2, seed=3)]
+
+
+@CHECKS.register(
+    name="residual.plain_vs_residual",
+    summary="input-gradient growth of a deep stack: polynomial with "
+    "skips, exponential (BN-ReLU, pi/(pi-1) per layer) without",
+    bound=(stream_variance, gradient_growth_predictions),
+    cases=_stack_strategy(depth=(8, 16), replicates=_gradient_replicates, scale=(-1.0, 0.0)),
+    known=_gradient_known,
+    applies=_train_only,
+    max_examples=_stack_examples,
+)
 def measure_plain_vs_residual(target: Target, case: StackCase) -> Measurement:
     """Input-gradient growth through a deep stack: polynomial with skips, exponential without.
 
@@ -567,6 +471,13 @@ def measure_plain_vs_residual(target: Target, case: StackCase) -> Measurement:
 # --- residual.no_mutation ----------------------------------------------------------------------
 
 
+@CHECKS.register(
+    name="residual.no_mutation",
+    summary="forward and backward leave the input unchanged (in-place ReLU)",
+    bound=EXACT,
+    cases=_block_strategy(),
+    known=known_blocks,
+)
 def measure_no_mutation(target: Target, case: BlockCase) -> Measurement:
     """A training step (forward + backward on a non-leaf input, as from a previous layer) and
     no-grad eval-mode inference (on the input as laid out, strided or not) leave the caller's
@@ -579,7 +490,7 @@ def measure_no_mutation(target: Target, case: BlockCase) -> Measurement:
     module = adapter.build(target, ref)
     before = make_input(case)
     dy = make_grad((case.batch, ref.out_channels, *case.output_hw()), case.seed)
-    x = adapter.to_input(target, before)
+    x = to_input(target, before)
     leaf = x.detach().requires_grad_(True)
     x_in = leaf * 1
     module.train()
@@ -594,12 +505,12 @@ def measure_no_mutation(target: Target, case: BlockCase) -> Measurement:
             f"training forward/backward wrote to the input in place: "
             f"autograd says {str(exc).splitlines()[0]}",
         )
-    x_eval = adapter.to_input(target, before, noncontiguous=case.noncontiguous)
+    x_eval = to_input(target, before, noncontiguous=case.noncontiguous)
     module.eval()
     with torch.no_grad():
         adapter.call(target, module, x_eval, seed=case.seed)
     for where, after in (("training forward/backward", x_in), ("no-grad eval forward", x_eval)):
-        changed = input_changed(before, adapter.as_numpy(after), where)
+        changed = input_changed(before, as_numpy(after), where)
         if changed:
             return Measurement(math.inf, changed)
     return Measurement(0.0, "input unchanged by training and by no-grad inference")
@@ -639,12 +550,21 @@ def _stochastic_known(target: Target) -> list[BlockCase]:
     ]
 
 
+@CHECKS.register(
+    name="residual.stochastic_depth",
+    summary="drop-path: identity in eval; per sample dropped or kept "
+    "and scaled 1/(1-p) in training; keep count Binomial(n, 1-p)",
+    bound=(block_forward_bound, sampling.binomial_two_sided_p),
+    cases=_stochastic_cases,
+    known=_stochastic_known,
+    applies=_has_drop_path,
+)
 def measure_stochastic_depth(target: Target, case: BlockCase) -> Measurement:
     """Eval: the block equals the deterministic one (drop-path is the identity). Training: each
     sample's branch is dropped or kept and scaled by exactly 1/(1-p), which keeps E[output]
     (checked exactly, per sample, via the mask this recovers); and the number kept among the
-    samples whose two outcomes differ is Binomial(n, 1-p): two-sided exact test at ALPHA,
-    ratio log(1/pvalue) / log(1/ALPHA)."""
+    samples whose two outcomes differ is Binomial(n, 1-p): two-sided exact test at FALSE_ALARM,
+    ratio log(1/pvalue) / log(1/FALSE_ALARM)."""
     p = adapter.drop_prob(target)
     c = _block_output(target, case, what=f"block output ({case.mode} mode)")
     if case.mode != "train" or c.ratio > 1:
@@ -653,11 +573,11 @@ def measure_stochastic_depth(target: Target, case: BlockCase) -> Measurement:
     k = int((c.kept & c.decidable).sum())
     if n == 0:
         return Measurement(c.ratio, c.message + "; no sample decides keep vs drop")
-    pvalue = stats.binomtest(k, n, 1 - p).pvalue
-    ratio = math.log(1 / max(pvalue, 1e-300)) / math.log(1 / ALPHA)
+    pvalue = sampling.binomial_two_sided_p(k, n, 1 - p)
+    ratio = math.log(1 / max(pvalue, 1e-300)) / math.log(1 / FALSE_ALARM)
     msg = (
         f"{c.message}; kept {k} of {n} decidable samples, expected {n * (1 - p):.1f} "
-        f"(Binomial(n, 1-p={1 - p:g}) two-sided p-value {pvalue:.3g}, alpha {ALPHA:g})"
+        f"(Binomial(n, 1-p={1 - p:g}) two-sided p-value {pvalue:.3g}, alpha {FALSE_ALARM:g})"
     )
     return Measurement(max(c.ratio, ratio), msg)
 
@@ -665,75 +585,58 @@ def measure_stochastic_depth(target: Target, case: BlockCase) -> Measurement:
 # --- the checks --------------------------------------------------------------------------------
 
 
-def _identity_known(target: Target) -> list[BlockCase]:
+# --- known defects of real implementations ---------------------------------------------------
+
+#: The smallest program that shows it, run in a child process by the probe (it corrupts the
+#: heap of the process that runs it).
+ONEDNN_STRIDED_1X1_SCRIPT = """\
+import torch
+torch.set_num_threads(1)
+for i in range(20):
+    torch.manual_seed(i)
+    conv = torch.nn.Conv2d(3, 8, kernel_size=1, stride=2, bias=False)
+    x = torch.randn(4, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    y = conv(x.requires_grad_(True))
+    y.backward(torch.randn(y.shape))
+"""
+
+
+@functools.lru_cache(maxsize=1)
+def _onednn_strided_1x1_crashes() -> bool:
+    """Whether the reproduction above still kills its process on this machine and torch."""
+    run = subprocess.run(
+        [sys.executable, "-c", ONEDNN_STRIDED_1X1_SCRIPT], capture_output=True, timeout=300
+    )
+    return run.returncode != 0
+
+
+def _runs_channels_last_convs(target: Target) -> bool:
+    # Inductor lays convolutions out channels_last on the CPU too (its layout optimisation).
     return (
-        known_blocks(target, identity_only=True)
-        + [c for c in known_blocks(target, identity_only=True, depth=3) if c.mode == "train"][:1]
+        target.family == "residual"
+        and (target.memory_format == "channels_last" or target.compile)
+        and torch.backends.mkldnn.is_available()
     )
 
 
-def _variance_known(target: Target) -> list[StackCase]:
-    return [StackCase(width=64, batch=256, depth=8, replicates=16, seed=3)]
-
-
-def _gradient_known(target: Target) -> list[StackCase]:
-    return [StackCase(width=64, batch=256, depth=8, replicates=2, seed=3)]
-
-
-CHECKS = [
-    Check(
-        "residual.forward",
-        "block output vs the float64 reference (same weights), BN in training or eval mode",
-        FORWARD_BOUND,
-        _block_strategy(),
-        measure_forward,
-        known_blocks,
-    ),
-    Check(
-        "residual.identity_gradient",
-        "zero last gamma: y = relu(x), dx = relu'(x) dy exactly (the identity path)",
-        "exact: theory.residual.block_jacobian",
-        _block_strategy(identity_only=True, max_depth=3),
-        measure_identity_gradient,
-        _identity_known,
-    ),
-    Check(
-        "residual.variance_depth",
-        "stream variance of a deep stack at init grows linearly (var0 + L)",
-        f"theory.residual.stream_variance; Student t, alpha {ALPHA:g}",
-        _stack_strategy(depth=(8, 16), replicates=_variance_replicates, scale=(-1.0, 1.0)),
-        measure_variance_depth,
-        _variance_known,
-        _train_only,
-        max_examples=_stack_examples,
-    ),
-    Check(
-        "residual.plain_vs_residual",
-        "input-gradient growth of a deep stack: polynomial with "
-        "skips, exponential (BN-ReLU, pi/(pi-1) per layer) without",
-        "theory.residual.stream_variance + theory.propagation.bn_gradient_growth_expr",
-        _stack_strategy(depth=(8, 16), replicates=_gradient_replicates, scale=(-1.0, 0.0)),
-        measure_plain_vs_residual,
-        _gradient_known,
-        _train_only,
-        max_examples=_stack_examples,
-    ),
-    Check(
-        "residual.no_mutation",
-        "forward and backward leave the input unchanged (in-place ReLU)",
-        "exact",
-        _block_strategy(),
-        measure_no_mutation,
-        known_blocks,
-    ),
-    Check(
-        "residual.stochastic_depth",
-        "drop-path: identity in eval; per sample dropped or kept "
-        "and scaled 1/(1-p) in training; keep count Binomial(n, 1-p)",
-        f"{FORWARD_BOUND}; exact binomial test, alpha {ALPHA:g}",
-        _stochastic_cases,
-        measure_stochastic_depth,
-        _stochastic_known,
-        _has_drop_path,
-    ),
-]
+#: Found by varguard on torch 2.13.0 (CPU, oneDNN, an AVX2 AMD EPYC): the backward of a 1x1
+#: stride-2 convolution on channels_last input corrupts the heap ("double free or corruption",
+#: "corrupted size vs. prev_size"; SIGABRT or SIGSEGV, sometimes a later allocation) for small
+#: input channel counts (2 to 5 measured) and even spatial sizes (6 to 16 measured); 1, 7, 8, 16
+#: channels and odd sizes survived 100 calls, and torch.backends.mkldnn.enabled = False cures it.
+#: A residual block's projection shortcut is that convolution: the search steps around stride-2
+#: projections in the one check that runs their backward, and each run probes the defect again.
+ONEDNN_STRIDED_1X1_BACKWARD_CRASH = CHECKS.add_defect(
+    KnownDefect(
+        checks=("residual.no_mutation",),
+        description="torch CPU (oneDNN) backward of a 1x1 stride-2 convolution on channels_last "
+        "input corrupts the heap: the projection shortcut of a strided block (reproduction: "
+        "verify.checks.residual.ONEDNN_STRIDED_1X1_SCRIPT)",
+        applies_to=_runs_channels_last_convs,
+        matches=lambda case: case.stride == 2,
+        example=BlockCase(
+            batch=4, in_channels=3, planes=8, height=8, width=8, stride=2, mode="train", seed=12
+        ),
+        probe=_onednn_strided_1x1_crashes,
+    )
+)

@@ -6,7 +6,7 @@ the freshly initialised network (so the run itself starts untouched):
 ``init.loss`` -- with each branch's last gamma at zero every residual block starts as
 ``relu(shortcut(x))``, the pooled features are post-ReLU outputs of a BatchNorm, and the logits
 are the classifier's random init applied to them. theory.residual.initial_loss says the loss is
-then ln C. The tolerance is derived, not tuned (false-alarm rate below ALPHA_INIT in all):
+then ln C. The tolerance is derived, not tuned (false-alarm rate below FALSE_ALARM in all):
 
 * Exactly, per sample: ``l_i = ln C - d_i + ln mean_k exp(delta_ik)``, with ``delta_i`` the
   logits minus their mean over the classes and ``d_i = delta_i[y_i]``. As mean_k delta_ik = 0,
@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -62,20 +61,26 @@ import torch.nn.functional as F
 
 from theory.residual import initial_loss, stream_variance
 from theory.rounding import ELEMENTWISE_OPS, Precision, bn_statistics_error, gamma_prob
+from theory.sampling import FALSE_ALARM
+from verify.result import Result, Status
 
-PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
-
-#: False-alarm rate of each statistical check at init (DESIGN: about 1e-6 per test), so a correct
-#: implementation does not fail them by chance.
-ALPHA_INIT = 1e-6
+FAMILY = "converge"
 
 
-@dataclass
-class CheckRecord:
-    name: str
-    status: str
-    message: str
-    values: dict = field(default_factory=dict)
+def record(name: str, status: Status, message: str, values: dict | None = None) -> Result:
+    """A convergence check's result for one run (``target`` is the arm, set by the job)."""
+    return Result(
+        check=f"{FAMILY}.{name}",
+        target="",
+        family=FAMILY,
+        status=status,
+        message=message,
+        extra={"values": values or {}},
+    )
+
+
+def values_of(result: Result) -> dict:
+    return result.extra.get("values", {})
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -107,8 +112,8 @@ def initial_loss_check(
     *,
     num_classes: int,
     u: float,
-    alpha: float = ALPHA_INIT,
-) -> CheckRecord:
+    alpha: float = FALSE_ALARM,
+) -> Result:
     """``init.loss``: the first batch's loss against ln C with the tolerance derived above."""
     f, z = features.detach().double().cpu(), logits.detach().double().cpu()
     y = labels.cpu()
@@ -156,7 +161,7 @@ def initial_loss_check(
         f"{'<=' if spread <= spread_bound else '>'} {spread_bound:.4f}; features' mean square "
         f"{mean_square:.3f} {'<=' if mean_square <= square_bound else '>'} 1 (BatchNorm bound)"
     )
-    return CheckRecord("init.loss", PASSED if ok else FAILED, msg, values)
+    return record("init.loss", Status.PASSED if ok else Status.FAILED, msg, values)
 
 
 # --- init.stream --------------------------------------------------------------------------------
@@ -220,12 +225,12 @@ def _set_last_gammas(model, value: float) -> None:
 
 
 def stream_check(
-    model, x: torch.Tensor, *, forward, u: float, alpha: float = ALPHA_INIT
-) -> CheckRecord:
+    model, x: torch.Tensor, *, forward, u: float, alpha: float = FALSE_ALARM
+) -> Result:
     """``init.stream``: the variance through the residual blocks against theory.residual."""
     blocks = list(model.blocks())
     if not blocks or not blocks[0].skip:
-        return CheckRecord("init.stream", SKIPPED, "no skip connections: there is no stream")
+        return record("init.stream", Status.SKIPPED, "no skip connections: there is no stream")
     from scipy import stats
 
     rows_a = _probe(model, x, forward)
@@ -297,12 +302,12 @@ def stream_check(
         blocks = len({f.split(":")[0].split()[-1] for f in failures})
         more = f"; ... {len(failures) - 3} more" if len(failures) > 3 else ""
         msg = f"{blocks} of {n} blocks off the theory: {'; '.join(failures[:3])}{more}"
-        return CheckRecord("init.stream", FAILED, msg, {"blocks": table})
+        return record("init.stream", Status.FAILED, msg, {"blocks": table})
     msg = (
         f"{n} blocks: zero-init stream carried exactly (worst error/allowed {worst_a:.2g}); with "
         f"gammas at 1, Var(F) pinned by BN and Var(x+F) = Var(x)+Var(F) (worst {worst_b:.2g})"
     )
-    return CheckRecord("init.stream", PASSED, msg, {"blocks": table})
+    return record("init.stream", Status.PASSED, msg, {"blocks": table})
 
 
 def _probe(model, x, forward) -> list[dict]:
@@ -318,7 +323,7 @@ def _probe(model, x, forward) -> list[dict]:
 # --- after training -------------------------------------------------------------------------------
 
 
-def accuracy_check(acc: list[float], threshold: float, failure: str | None) -> CheckRecord:
+def accuracy_check(acc: list[float], threshold: float, failure: str | None) -> Result:
     final = acc[-1] if acc else float("nan")
     reached = next((i + 1 for i, a in enumerate(acc) if a >= threshold), None)
     ok = failure is None and final >= threshold
@@ -326,8 +331,11 @@ def accuracy_check(acc: list[float], threshold: float, failure: str | None) -> C
     msg = f"held-out accuracy {final:.2%} {'>=' if ok else '<'} {threshold:.1%} ({where})"
     if failure:
         msg += f"; training stopped: {failure}"
-    return CheckRecord(
-        "final.accuracy", PASSED if ok else FAILED, msg, {"final": final, "threshold": threshold}
+    return record(
+        "final.accuracy",
+        Status.PASSED if ok else Status.FAILED,
+        msg,
+        {"final": final, "threshold": threshold},
     )
 
 

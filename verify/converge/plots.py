@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from verify.converge.results import find_check
+
 CURVES = (
     ("loss", "training loss (mean per epoch)", "loss.png"),
     ("test_loss", "held-out loss", "test_loss.png"),
@@ -81,8 +83,8 @@ def write_plots(report: dict, out_dir: Path) -> list[Path]:
 
 def _stream_plot(report: dict, out_dir: Path, plt) -> Path | None:
     run = next((r for r in report["runs"] if r["role"] == "reference"), None)
-    check = next((c for c in run["checks"] if c["name"] == "init.stream"), None) if run else None
-    blocks = check["values"].get("blocks") if check else None
+    check = find_check(run, "init.stream")
+    blocks = check["extra"]["values"].get("blocks") if check else None
     if not blocks or "gamma1_var_sum" not in blocks[0]:
         return None
     idx = [b["block"] for b in blocks]

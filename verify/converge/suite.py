@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from verify.converge.checks import FAILED, PASSED, SKIPPED, CheckRecord, epochs_ttest
+from verify.converge.checks import epochs_ttest, record
 from verify.converge.config import ConvergeConfig
 from verify.converge.controls import (
     CONTROL,
@@ -29,6 +29,8 @@ from verify.converge.controls import (
 )
 from verify.converge.distributed import Runtime
 from verify.converge.train import Progress, RunResult, load_data, train
+from verify.resolve import TargetError, resolve
+from verify.result import Result, Status
 
 SCHEMA = "varguard.converge/1"
 
@@ -44,7 +46,7 @@ class ArmSummary:
     epochs_to_threshold: list[int | None] = field(default_factory=list)
     wall_s: float = 0.0
     images_per_s: float = 0.0
-    comparison: CheckRecord | None = None  # targets: the t-test against the reference
+    comparison: Result | None = None  # targets: the t-test against the reference
     note: str = ""
 
     @property
@@ -65,13 +67,11 @@ class ConvergeSummary:
     status: str  # passed / failed
 
     def to_dict(self) -> dict:
-        return _finite(dataclasses.asdict(self))
+        return _finite(dataclasses.asdict(self, dict_factory=_json_fields))
 
 
 def plan(cfg: ConvergeConfig) -> list[Arm]:
     """The arms of the job: targets first, then the reference, then the controls."""
-    from verify.targets import TargetError, resolve
-
     arms = []
     for spec in cfg.targets:
         try:
@@ -106,7 +106,7 @@ def run_job(
     for arm in (a for a in arms if a.role == TARGET):
         if arm.unavailable:
             summaries.append(
-                ArmSummary(arm.name, TARGET, arm.description, SKIPPED, note=arm.unavailable)
+                ArmSummary(arm.name, TARGET, arm.description, Status.SKIPPED, note=arm.unavailable)
             )
             continue
         if arm.shares_reference:
@@ -126,8 +126,8 @@ def run_job(
         summary.comparison = compare(target_runs, ref_runs, cfg)
         if arm.shares_reference:
             summary.note = "same implementation and settings as the reference: shares its runs"
-        if summary.comparison.status == FAILED:
-            summary.status = FAILED
+        if summary.comparison.status == Status.FAILED:
+            summary.status = Status.FAILED
         summaries.insert(len(summaries) - 1, summary)  # targets listed before the reference
 
     control_lines = []
@@ -141,7 +141,7 @@ def run_job(
         control_lines.append(_control_line(summary, control_runs, ref_acc, cfg))
 
     gated = [s for s in summaries if s.role in (TARGET, REFERENCE)]
-    status = FAILED if any(s.status == FAILED for s in gated) else PASSED
+    status = Status.FAILED if any(s.status == Status.FAILED for s in gated) else Status.PASSED
     return ConvergeSummary(
         schema=SCHEMA,
         config=cfg.to_dict(),
@@ -166,19 +166,21 @@ def compare(target: list[RunResult], reference: list[RunResult], cfg: ConvergeCo
     p, how = epochs_ttest(t, r, alpha=cfg.alpha)
     values = {"target": t, "reference": r, "censored_at": censored, "p": p, "alpha": cfg.alpha}
     if p is None:
-        return CheckRecord("compare.epochs_to_threshold", SKIPPED, how, values)
+        return record("compare.epochs_to_threshold", Status.SKIPPED, how, values)
     slower = p < cfg.alpha
     msg = (
         f"epochs to {cfg.threshold:.1%}: target {t} vs reference {r} (never = {censored}); "
         f"{how} p = {p:.3g} {'<' if slower else '>='} alpha {cfg.alpha:g}"
         + (": the target converges slower" if slower else "")
     )
-    return CheckRecord("compare.epochs_to_threshold", FAILED if slower else PASSED, msg, values)
+    return record(
+        "compare.epochs_to_threshold", Status.FAILED if slower else Status.PASSED, msg, values
+    )
 
 
 def _arm_summary(arm: Arm, runs: list[RunResult]) -> ArmSummary:
     failed = any(not r.passed for r in runs)
-    status = "reported" if arm.role == CONTROL else (FAILED if failed else PASSED)
+    status = "reported" if arm.role == CONTROL else (Status.FAILED if failed else Status.PASSED)
     train_s = sum(r.train_s for r in runs)
     images = sum(r.images_per_s * r.train_s for r in runs)
     return ArmSummary(
@@ -238,6 +240,11 @@ def _git_revision() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+def _json_fields(items) -> dict:
+    """asdict's dict factory: statuses as their values, and no Result.case (not JSON)."""
+    return {k: (v.value if isinstance(v, Status) else v) for k, v in items if k != "case"}
 
 
 def _finite(obj):

@@ -22,10 +22,11 @@ from torch import nn
 
 from reference.data import ImageData, digits, synthetic
 from verify.converge import checks
-from verify.converge.checks import FAILED, PASSED, CheckRecord
+from verify.converge.checks import record, values_of
 from verify.converge.config import ConvergeConfig
 from verify.converge.controls import Arm
 from verify.converge.distributed import Runtime, all_sum, any_rank, wrap
+from verify.result import Result, Status
 
 
 @dataclass
@@ -49,12 +50,12 @@ class RunResult:
     grad_norm_min: list = field(default_factory=list)  # [layer, smallest norm per unit loss]
     grad_norm_max: list = field(default_factory=list)  # [layer, largest norm]
     failure: str | None = None  # why training stopped early (non-finite values)
-    checks: list[CheckRecord] = field(default_factory=list)
+    checks: list[Result] = field(default_factory=list)
     note: str = ""
 
     @property
     def passed(self) -> bool:
-        return all(c.status != FAILED for c in self.checks)
+        return all(c.status != Status.FAILED for c in self.checks)
 
 
 def load_data(cfg: ConvergeConfig) -> ImageData:
@@ -286,7 +287,7 @@ def train(
     result.checks += initial_checks(
         model, x_train[first], y_train[first], data.num_classes, autocast=autocast, arm=arm, rt=rt
     )
-    result.initial_loss = result.checks[0].values.get("loss")
+    result.initial_loss = values_of(result.checks[0]).get("loss")
 
     # 2. Training.
     steps = len(y_train) // cfg.batch_size
@@ -371,15 +372,17 @@ def initial_checks(model, x, y, num_classes, *, autocast, arm: Arm, rt: Runtime)
     return [loss, stream]
 
 
-def finite_check(failure: str | None) -> CheckRecord:
+def finite_check(failure: str | None) -> Result:
     if failure is None:
-        return CheckRecord(
-            "train.finite", PASSED, "loss and logits finite at every step, gradients when sampled"
+        return record(
+            "train.finite",
+            Status.PASSED,
+            "loss and logits finite at every step, gradients when sampled",
         )
-    return CheckRecord("train.finite", FAILED, failure)
+    return record("train.finite", Status.FAILED, failure)
 
 
-def grad_norm_check(monitor: Monitor, grad_range: tuple[float, float]) -> CheckRecord:
+def grad_norm_check(monitor: Monitor, grad_range: tuple[float, float]) -> Result:
     (lo_name, lo), (hi_name, hi) = monitor.extremes()
     lo_abs = min(monitor.low_abs.tolist())
     values = {
@@ -394,7 +397,7 @@ def grad_norm_check(monitor: Monitor, grad_range: tuple[float, float]) -> CheckR
     if bad:
         shown = ", ".join(bad[:4]) + (f", ... {len(bad) - 4} more" if len(bad) > 4 else "")
         msg = f"{len(bad)} layers' gradient norms (per unit loss, max) outside {allowed}: {shown}"
-        return CheckRecord("train.grad_norms", FAILED, msg, values)
+        return record("train.grad_norms", Status.FAILED, msg, values)
     floor = (
         f"smallest per unit loss {lo:.2g} ({lo_name}; absolute {lo_abs:.2g}) from step "
         f"{monitor.floor_from + 1}"
@@ -405,4 +408,4 @@ def grad_norm_check(monitor: Monitor, grad_range: tuple[float, float]) -> CheckR
         f"layer gradient norms within {allowed} (every {monitor.grad_every} steps): {floor}; "
         f"largest {hi:.2g} ({hi_name})"
     )
-    return CheckRecord("train.grad_norms", PASSED, msg, values)
+    return record("train.grad_norms", Status.PASSED, msg, values)

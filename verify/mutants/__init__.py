@@ -1,14 +1,25 @@
-"""The mutant catalog: the suite must fail every one of these and pass every real target."""
+"""The mutant catalog: the suite must fail every one of these and pass every real target.
+
+Each family's module here declares ``MUTANTS = Mutants(family)``; the catalog discovers them.
+"""
 
 from __future__ import annotations
 
-from verify.mutants.base import Mutant
+from functools import lru_cache
+
+from verify.families import discover
+from verify.mutants.base import Mutant, Mutants
+
+
+@lru_cache(maxsize=1)
+def _modules() -> tuple:
+    return discover(
+        __name__, __path__, declares=lambda m: isinstance(getattr(m, "MUTANTS", None), Mutants)
+    )
 
 
 def catalog() -> list[Mutant]:
-    from verify.mutants import batchnorm, init, residual, selu
-
-    return [*batchnorm.MUTANTS, *init.MUTANTS, *selu.MUTANTS, *residual.MUTANTS]
+    return [m for module in _modules() for m in module.MUTANTS]
 
 
 def get_mutant(name: str) -> Mutant:
@@ -20,4 +31,4 @@ def get_mutant(name: str) -> Mutant:
     )
 
 
-__all__ = ["Mutant", "catalog", "get_mutant"]
+__all__ = ["Mutant", "Mutants", "catalog", "get_mutant"]

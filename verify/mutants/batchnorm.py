@@ -4,37 +4,68 @@ from __future__ import annotations
 
 import torch
 
-from verify.mutants.base import Mutant
-from verify.targets.base import Target
+from verify.mutants.base import Mutants
 from verify.targets.explicit_bn import ExplicitBatchNorm2d
 
+MUTANTS = Mutants("batchnorm", prefix="bn_")
 
+
+@MUTANTS.register(
+    name="one_pass_variance",
+    bug="variance as E[x^2] - E[x]^2 in float32",
+    caught_by=("batchnorm.forward", "batchnorm.running_stats"),
+)
 class OnePassVariance(ExplicitBatchNorm2d):
     def _stats(self, xa):
         mean = xa.mean(dim=(0, 2, 3))
         return mean, (xa * xa).mean(dim=(0, 2, 3)) - mean * mean  # cancels catastrophically
 
 
+@MUTANTS.register(
+    name="biased_running_var",
+    bug="running_var updated with the biased variance",
+    caught_by=("batchnorm.running_stats",),
+)
 class BiasedRunningVar(ExplicitBatchNorm2d):
     def _update_running(self, mean, var, m):
         super()._update_running(mean, var * (m - 1) / m, m)  # stores the biased variance
 
 
+@MUTANTS.register(
+    name="eps_on_std",
+    bug="eps added to the standard deviation instead of the variance",
+    caught_by=("batchnorm.forward",),
+)
 class EpsOnStd(ExplicitBatchNorm2d):
     def _normalize(self, xa, mean, var):
         return (xa - mean[None, :, None, None]) / (torch.sqrt(var[None, :, None, None]) + self.eps)
 
 
+@MUTANTS.register(
+    name="no_eps",
+    bug="no eps: constant channels divide by zero",
+    caught_by=("batchnorm.forward",),
+)
 class NoEps(ExplicitBatchNorm2d):
     def _normalize(self, xa, mean, var):
         return (xa - mean[None, :, None, None]) / torch.sqrt(var[None, :, None, None])
 
 
+@MUTANTS.register(
+    name="keras_momentum",
+    bug="momentum read in the Keras convention",
+    caught_by=("batchnorm.running_stats",),
+)
 class KerasMomentum(ExplicitBatchNorm2d):
     def _factor(self):
         return 1.0 - super()._factor()  # reads torch's momentum as Keras' (weight of the old)
 
 
+@MUTANTS.register(
+    name="half_accumulation",
+    bug="sums accumulated in float16",
+    caught_by=("batchnorm.forward",),
+)
 class HalfAccumulation(ExplicitBatchNorm2d):
     """Sums accumulated in float16 (pairwise, each partial sum rounded to half)."""
 
@@ -54,17 +85,32 @@ class HalfAccumulation(ExplicitBatchNorm2d):
         return mean, var
 
 
+@MUTANTS.register(
+    name="eval_uses_batch_stats",
+    bug="eval mode normalises with batch statistics",
+    caught_by=("batchnorm.eval",),
+)
 class EvalUsesBatchStats(ExplicitBatchNorm2d):
     def _use_batch_stats(self):
         return True
 
 
+@MUTANTS.register(
+    name="backward_stats_constant",
+    bug="backward treats mean and variance as constants",
+    caught_by=("batchnorm.backward",),
+)
 class BackwardStatsConstant(ExplicitBatchNorm2d):
     def _stats(self, xa):
         mean, var = super()._stats(xa)
         return mean.detach(), var.detach()  # gradient ignores d(mean)/dx and d(var)/dx
 
 
+@MUTANTS.register(
+    name="mutates_input",
+    bug="inference path normalises the input tensor in place",
+    caught_by=("batchnorm.no_mutation",),
+)
 class MutatesInput(ExplicitBatchNorm2d):
     """Inference fast path that normalises the caller's tensor in place."""
 
@@ -79,6 +125,11 @@ class MutatesInput(ExplicitBatchNorm2d):
         return super().forward(x)
 
 
+@MUTANTS.register(
+    name="unbiased_normalisation",
+    bug="normalises with the unbiased variance",
+    caught_by=("batchnorm.forward",),
+)
 class UnbiasedNormalisation(ExplicitBatchNorm2d):
     def _stats(self, xa):
         mean, var = super()._stats(xa)
@@ -86,11 +137,21 @@ class UnbiasedNormalisation(ExplicitBatchNorm2d):
         return mean, var * m / (m - 1)  # normalises with the unbiased variance
 
 
+@MUTANTS.register(
+    name="momentum_none_ignored",
+    bug="momentum=None (cumulative average) treated as 0.1",
+    caught_by=("batchnorm.running_stats",),
+)
 class MomentumNoneIgnored(ExplicitBatchNorm2d):
     def _factor(self):
         return 0.1 if self.momentum is None else self.momentum
 
 
+@MUTANTS.register(
+    name="last_channel_unwritten",
+    bug="output's last channel never written",
+    caught_by=("batchnorm.poisoned_outputs", "batchnorm.forward"),
+)
 class LastChannelUnwritten(ExplicitBatchNorm2d):
     """Off-by-one in the channel loop of a hand-written kernel."""
 
@@ -102,6 +163,11 @@ class LastChannelUnwritten(ExplicitBatchNorm2d):
         return out
 
 
+@MUTANTS.register(
+    name="no_validation",
+    bug="one value per channel in training accepted silently",
+    caught_by=("batchnorm.bad_input",),
+)
 class NoValidation(ExplicitBatchNorm2d):
     """Skips input checks: one value per channel silently yields beta."""
 
@@ -111,87 +177,3 @@ class NoValidation(ExplicitBatchNorm2d):
     def _update_running(self, mean, var, m):
         if m > 1:
             super()._update_running(mean, var, m)
-
-
-_BUGS = [
-    (
-        OnePassVariance,
-        "one_pass_variance",
-        "variance as E[x^2] - E[x]^2 in float32",
-        ("batchnorm.forward", "batchnorm.running_stats"),
-    ),
-    (
-        BiasedRunningVar,
-        "biased_running_var",
-        "running_var updated with the biased variance",
-        ("batchnorm.running_stats",),
-    ),
-    (
-        EpsOnStd,
-        "eps_on_std",
-        "eps added to the standard deviation instead of the variance",
-        ("batchnorm.forward",),
-    ),
-    (NoEps, "no_eps", "no eps: constant channels divide by zero", ("batchnorm.forward",)),
-    (
-        KerasMomentum,
-        "keras_momentum",
-        "momentum read in the Keras convention",
-        ("batchnorm.running_stats",),
-    ),
-    (HalfAccumulation, "half_accumulation", "sums accumulated in float16", ("batchnorm.forward",)),
-    (
-        EvalUsesBatchStats,
-        "eval_uses_batch_stats",
-        "eval mode normalises with batch statistics",
-        ("batchnorm.eval",),
-    ),
-    (
-        BackwardStatsConstant,
-        "backward_stats_constant",
-        "backward treats mean and variance as constants",
-        ("batchnorm.backward",),
-    ),
-    (
-        MutatesInput,
-        "mutates_input",
-        "inference path normalises the input tensor in place",
-        ("batchnorm.no_mutation",),
-    ),
-    (
-        UnbiasedNormalisation,
-        "unbiased_normalisation",
-        "normalises with the unbiased variance",
-        ("batchnorm.forward",),
-    ),
-    (
-        MomentumNoneIgnored,
-        "momentum_none_ignored",
-        "momentum=None (cumulative average) treated as 0.1",
-        ("batchnorm.running_stats",),
-    ),
-    (
-        LastChannelUnwritten,
-        "last_channel_unwritten",
-        "output's last channel never written",
-        ("batchnorm.poisoned_outputs", "batchnorm.forward"),
-    ),
-    (
-        NoValidation,
-        "no_validation",
-        "one value per channel in training accepted silently",
-        ("batchnorm.bad_input",),
-    ),
-]
-
-MUTANTS = [
-    Mutant(
-        name=f"bn_{name}",
-        bug=bug,
-        caught_by=caught,
-        target=Target(
-            name=f"mutant:bn_{name}", family="batchnorm", factory=cls, description=f"mutant: {bug}"
-        ),
-    )
-    for cls, name, bug, caught in _BUGS
-]

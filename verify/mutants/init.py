@@ -10,8 +10,9 @@ import math
 
 import torch
 
-from verify.mutants.base import Mutant
-from verify.targets.base import Target
+from verify.mutants.base import Mutants
+
+MUTANTS = Mutants("init", prefix="init_")
 
 
 def _fans(tensor: torch.Tensor, *, receptive_field: bool = True) -> tuple[int, int]:
@@ -23,6 +24,12 @@ def _fans(tensor: torch.Tensor, *, receptive_field: bool = True) -> tuple[int, i
     return tensor.shape[1] * field, tensor.shape[0] * field
 
 
+@MUTANTS.register(
+    name="xavier_sqrt3",
+    bug="Xavier uniform bound gain*sqrt(3/(fan_in+fan_out)) instead of sqrt(6/...)",
+    caught_by=("init.variance", "init.bounds", "init.ks"),
+    options={"scheme": "xavier", "law": "uniform"},
+)
 def xavier_uniform_sqrt3_(tensor: torch.Tensor, gain: float = 1.0, generator=None):
     """Glorot's bound with 3 in place of 6: the variance of U(-a, a) is a^2/3, and the bound
     was solved for variance 1/(fan_in + fan_out) instead of 2/(fan_in + fan_out)."""
@@ -32,6 +39,12 @@ def xavier_uniform_sqrt3_(tensor: torch.Tensor, gain: float = 1.0, generator=Non
         return tensor.uniform_(-a, a, generator=generator)
 
 
+@MUTANTS.register(
+    name="kaiming_fans_swapped",
+    bug="Kaiming uniform with fan_in and fan_out swapped",
+    caught_by=("init.bounds", "init.variance", "init.ks"),
+    options={"scheme": "kaiming", "law": "uniform"},
+)
 def kaiming_uniform_fans_swapped_(
     tensor: torch.Tensor,
     a: float = 0.0,
@@ -49,6 +62,12 @@ def kaiming_uniform_fans_swapped_(
         return tensor.uniform_(-bound, bound, generator=generator)
 
 
+@MUTANTS.register(
+    name="xavier_no_receptive_field",
+    bug="Xavier uniform fans without the receptive field (conv weights)",
+    caught_by=("init.bounds", "init.variance", "init.ks"),
+    options={"scheme": "xavier", "law": "uniform"},
+)
 def xavier_uniform_no_receptive_field_(tensor: torch.Tensor, gain: float = 1.0, generator=None):
     """Fans from (out, in) alone: right for Linear weights, too wide for every conv kernel."""
     fan_in, fan_out = _fans(tensor, receptive_field=False)  # BUG: ignores shape[2:]
@@ -57,6 +76,12 @@ def xavier_uniform_no_receptive_field_(tensor: torch.Tensor, gain: float = 1.0, 
         return tensor.uniform_(-a, a, generator=generator)
 
 
+@MUTANTS.register(
+    name="kaiming_normal_bound_as_std",
+    bug="Kaiming normal with the uniform bound gain*sqrt(3/fan) as its std",
+    caught_by=("init.variance", "init.ks"),
+    options={"scheme": "kaiming", "law": "normal"},
+)
 def kaiming_normal_bound_as_std_(
     tensor: torch.Tensor,
     a: float = 0.0,
@@ -73,55 +98,3 @@ def kaiming_normal_bound_as_std_(
     std = torch.nn.init.calculate_gain(nonlinearity, a) * math.sqrt(3.0 / fan)  # BUG: 1/fan
     with torch.no_grad():
         return tensor.normal_(0.0, std, generator=generator)
-
-
-_BUGS = [
-    (
-        xavier_uniform_sqrt3_,
-        "xavier_sqrt3",
-        "xavier",
-        "uniform",
-        "Xavier uniform bound gain*sqrt(3/(fan_in+fan_out)) instead of sqrt(6/...)",
-        ("init.variance", "init.bounds", "init.ks"),
-    ),
-    (
-        kaiming_uniform_fans_swapped_,
-        "kaiming_fans_swapped",
-        "kaiming",
-        "uniform",
-        "Kaiming uniform with fan_in and fan_out swapped",
-        ("init.bounds", "init.variance", "init.ks"),
-    ),
-    (
-        xavier_uniform_no_receptive_field_,
-        "xavier_no_receptive_field",
-        "xavier",
-        "uniform",
-        "Xavier uniform fans without the receptive field (conv weights)",
-        ("init.bounds", "init.variance", "init.ks"),
-    ),
-    (
-        kaiming_normal_bound_as_std_,
-        "kaiming_normal_bound_as_std",
-        "kaiming",
-        "normal",
-        "Kaiming normal with the uniform bound gain*sqrt(3/fan) as its std",
-        ("init.variance", "init.ks"),
-    ),
-]
-
-MUTANTS = [
-    Mutant(
-        name=f"init_{name}",
-        bug=bug,
-        caught_by=caught,
-        target=Target(
-            name=f"mutant:init_{name}",
-            family="init",
-            factory=fn,
-            options={"scheme": scheme, "law": law},
-            description=f"mutant: {bug}",
-        ),
-    )
-    for fn, name, scheme, law, bug, caught in _BUGS
-]

@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from reference.residual import BasicBlock, Bottleneck, conv1x1, conv3x3
-from verify.mutants.base import Mutant
-from verify.targets.base import Target
+from verify.mutants.base import Mutants
 from verify.targets.residual import DROP_PATH_P, inplace_relu
+
+MUTANTS = Mutants("residual", prefix="res_")
 
 
 class _Basic(BasicBlock):
@@ -28,6 +29,12 @@ class _Basic(BasicBlock):
         )
 
 
+@MUTANTS.register(
+    name="add_after_relu",
+    bug="shortcut added after the final ReLU: relu(F(x)) + x",
+    caught_by=("residual.forward", "residual.identity_gradient", "residual.variance_depth"),
+    options={"block": "basic"},
+)
 class AddAfterRelu(_Basic):
     """relu(F(x)) + x instead of relu(F(x) + x): the shortcut joins after the final ReLU."""
 
@@ -35,6 +42,12 @@ class AddAfterRelu(_Basic):
         return self.act_out(self.branch(x)) + self.shortcut(x)
 
 
+@MUTANTS.register(
+    name="shortcut_add_in_place",
+    bug="identity += out: the residual add writes into the block's input",
+    caught_by=("residual.no_mutation",),
+    options={"block": "basic"},
+)
 class ShortcutAddInPlace(_Basic):
     """torchvision's ``out += identity`` written ``identity += out``: with an identity shortcut
     the sum lands in the caller's tensor."""
@@ -46,6 +59,12 @@ class ShortcutAddInPlace(_Basic):
         return self.act_out(identity)
 
 
+@MUTANTS.register(
+    name="drop_path_unscaled",
+    bug="drop-path without the 1/(1-p) rescaling",
+    caught_by=("residual.stochastic_depth", "residual.forward"),
+    options={"block": "basic", "drop_path": DROP_PATH_P},
+)
 class DropPathUnscaled(_Basic):
     """Stochastic depth that drops the branch but forgets to rescale the kept ones by 1/(1-p):
     E[output] shrinks in training and no longer matches eval."""
@@ -62,6 +81,12 @@ class DropPathUnscaled(_Basic):
         return self.act_out(out + self.shortcut(x))
 
 
+@MUTANTS.register(
+    name="downsample_without_bn",
+    bug="projection shortcut missing its BN",
+    caught_by=("residual.forward",),
+    options={"block": "basic"},
+)
 class DownsampleWithoutBN(_Basic):
     """Projection shortcut that applies its 1x1 conv but skips its batch norm."""
 
@@ -69,6 +94,12 @@ class DownsampleWithoutBN(_Basic):
         return x if self.downsample is None else self.downsample[0](x)
 
 
+@MUTANTS.register(
+    name="legacy_data_shortcut",
+    bug="identity = x.data: no gradient through the shortcut",
+    caught_by=("residual.identity_gradient", "residual.plain_vs_residual"),
+    options={"block": "basic"},
+)
 class LegacyDataShortcut(_Basic):
     """``identity = x.data``, a pre-0.4 PyTorch idiom: the shortcut bypasses autograd, so no
     gradient flows through the identity path (forward values are right)."""
@@ -77,6 +108,12 @@ class LegacyDataShortcut(_Basic):
         return x.data if self.downsample is None else self.downsample(x)
 
 
+@MUTANTS.register(
+    name="bottleneck_stride_in_1x1",
+    bug="v1 stride placement (first 1x1 conv) in a v1.5 bottleneck",
+    caught_by=("residual.forward",),
+    options={"block": "bottleneck"},
+)
 class BottleneckStrideIn1x1(Bottleneck):
     """ResNet v1 stride placement (stride in the first 1x1 conv, which skips three quarters of
     the input) in a block meant to be torchvision's v1.5 (stride in the 3x3): same weights,
@@ -107,6 +144,12 @@ def _tf32(t: torch.Tensor) -> torch.Tensor:
     return t + (rounded - t).detach()
 
 
+@MUTANTS.register(
+    name="conv_tf32",
+    bug="branch convolutions on TF32 inputs (cuDNN's allow_tf32 default on Ampere+)",
+    caught_by=("residual.forward",),
+    options={"block": "basic"},
+)
 class ConvTF32(_Basic):
     """Branch convolutions on TF32 inputs (accumulated in float32): what cuDNN does on Ampere and
     later GPUs while ``torch.backends.cudnn.allow_tf32`` is on, its default. A precision choice
@@ -123,72 +166,3 @@ def _tf32_conv(conv: nn.Conv2d):
         return F.conv2d(_tf32(x), _tf32(conv.weight), conv.bias, conv.stride, conv.padding)
 
     return forward
-
-
-_BUGS: list[tuple[type[nn.Module], str, str, dict, tuple[str, ...]]] = [
-    (
-        AddAfterRelu,
-        "add_after_relu",
-        "shortcut added after the final ReLU: relu(F(x)) + x",
-        {"block": "basic"},
-        ("residual.forward", "residual.identity_gradient", "residual.variance_depth"),
-    ),
-    (
-        ShortcutAddInPlace,
-        "shortcut_add_in_place",
-        "identity += out: the residual add writes into the block's input",
-        {"block": "basic"},
-        ("residual.no_mutation",),
-    ),
-    (
-        DropPathUnscaled,
-        "drop_path_unscaled",
-        "drop-path without the 1/(1-p) rescaling",
-        {"block": "basic", "drop_path": DROP_PATH_P},
-        ("residual.stochastic_depth", "residual.forward"),
-    ),
-    (
-        DownsampleWithoutBN,
-        "downsample_without_bn",
-        "projection shortcut missing its BN",
-        {"block": "basic"},
-        ("residual.forward",),
-    ),
-    (
-        LegacyDataShortcut,
-        "legacy_data_shortcut",
-        "identity = x.data: no gradient through the shortcut",
-        {"block": "basic"},
-        ("residual.identity_gradient", "residual.plain_vs_residual"),
-    ),
-    (
-        BottleneckStrideIn1x1,
-        "bottleneck_stride_in_1x1",
-        "v1 stride placement (first 1x1 conv) in a v1.5 bottleneck",
-        {"block": "bottleneck"},
-        ("residual.forward",),
-    ),
-    (
-        ConvTF32,
-        "conv_tf32",
-        "branch convolutions on TF32 inputs (cuDNN's allow_tf32 default on Ampere+)",
-        {"block": "basic"},
-        ("residual.forward",),
-    ),
-]
-
-MUTANTS = [
-    Mutant(
-        name=f"res_{name}",
-        bug=bug,
-        caught_by=caught,
-        target=Target(
-            name=f"mutant:res_{name}",
-            family="residual",
-            factory=cls,
-            options=options,
-            description=f"mutant: {bug}",
-        ),
-    )
-    for cls, name, bug, options, caught in _BUGS
-]

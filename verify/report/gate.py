@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-BAD = ("failed", "error")
+from verify.result import Status
+
+BAD = (Status.FAILED, Status.ERROR)
 
 
 @dataclass(frozen=True)
@@ -48,9 +50,9 @@ def compare(old: dict, new: dict, *, threshold: float = 0.5, floor: float = 0.1)
             continue
         if n["status"] in BAD and o["status"] not in BAD:
             changes.append(Change(*k, "new failure", o["status"], n["status"], True))
-        elif o["status"] in BAD and n["status"] == "passed":
+        elif o["status"] in BAD and n["status"] == Status.PASSED:
             changes.append(Change(*k, "fixed", o["status"], n["status"], False))
-        elif n["status"] == "passed" and o["status"] == "passed":
+        elif n["status"] == Status.PASSED and o["status"] == Status.PASSED:
             r_old, r_new = _ratio(o), _ratio(n)
             if r_new > floor and r_new > r_old * (1 + threshold):
                 changes.append(

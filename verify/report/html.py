@@ -1,14 +1,15 @@
 """report.html: one self-contained page (inline CSS, plots as base64 PNG data URIs, no scripts, no
 external resources): run metadata, the summary, failures with their reproduction commands, known
-defects, the plots, every result, and the depth curves measured against the theory."""
+defects, the plots, each stage's section, and every result. It only draws what the report holds."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-from verify.report import bench_section, converge_section, depth, plots
+from verify.report import plots
 from verify.report.tags import esc, image
+from verify.stages.registry import STAGES
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
@@ -173,61 +174,9 @@ def _all_results(results: list[dict]) -> list[str]:
     return out
 
 
-def _max_factor(measured: list[float], theory: list[float]) -> float:
-    """The largest max(m/t, t/m) over depths: how far the measurement strays from the theory."""
-    worst = 1.0
-    for m, t in zip(measured, theory, strict=True):
-        if m > 0 and t > 0:
-            worst = max(worst, m / t, t / m)
-        else:
-            return math.inf
-    return worst
-
-
-def _depth_section(curves: dict | None, failure: str | None) -> list[str]:
-    out = [
-        "<h2>Depth: measured against the theory</h2>",
-        f'<p class="note">Computed when this report was written: torch modules and initialisers '
-        f"(width {depth.WIDTH}, batch {depth.BATCH}, seed {depth.SEED}, float32, CPU) against the "
-        "curves the theory package derives (lines). Variances are second moments pooled over "
-        "batch and units.</p>",
-    ]
-    if curves is None:
-        return [*out, f"<p>The depth curves could not be computed: <code>{esc(failure)}</code></p>"]
-    if not curves:
-        return [*out, '<p class="note">No depth curves in this report.</p>']
-    out.append(image(plots.depth_curves(curves), "depth curves: measured against theory"))
-    out.append(
-        "<table><tr><th>curve</th><th>theory</th><th>depth D</th><th>measured at D</th>"
-        "<th>theory at D</th><th>largest factor off, any depth</th></tr>"
-    )
-    for name, (xs, measured, theory) in curves.items():
-        title, words = depth.DESCRIPTIONS.get(name, (name, ""))
-        out.append(
-            f'<tr><td>{esc(title)}</td><td>{esc(words)}</td><td class="num">{xs[-1]}</td>'
-            f'<td class="num">{measured[-1]:.4g}</td><td class="num">{theory[-1]:.4g}</td>'
-            f'<td class="num">{_max_factor(measured, theory):.3g}</td></tr>'
-        )
-    out.append("</table>")
-    return out
-
-
-def _bench_plot(section: dict | None) -> bytes | None:
-    if not section or section.get("status") != "finished":
-        return None
-    return plots.bench_ratios(section["rows"])
-
-
-def render(report: dict, *, curves: dict | None = None, folder: Path | None = None) -> str:
-    """The page for a report.json; ``curves`` (from verify.report.depth.curves) are computed here
-    when not given. A failure computing them is shown on the page, not raised: the report stands.
-    ``folder`` is the report's folder, where the convergence plots are read from."""
-    failure = None
-    if curves is None:
-        try:
-            curves = depth.curves()
-        except Exception as exc:  # the report itself must still be written
-            failure = f"{type(exc).__name__}: {exc}"
+def render(report: dict, *, folder: Path | None = None) -> str:
+    """The page for a report.json; ``folder`` is the report's folder, where stages keep the
+    images they drew (the convergence curves)."""
     results = report["results"]
     title = f"varguard report ({report['run'].get('profile')} profile)"
     body = [
@@ -235,10 +184,8 @@ def render(report: dict, *, curves: dict | None = None, folder: Path | None = No
         *_failures(results),
         *_defects(results),
         *_ratio_plots(results),
-        *converge_section.html(report.get("converge"), folder),
-        *bench_section.html(report.get("bench"), _bench_plot(report.get("bench"))),
+        *(line for stage in STAGES for line in stage.html(report.get(stage.name), folder)),
         *_all_results(results),
-        *_depth_section(curves, failure),
     ]
     return "\n".join(
         [

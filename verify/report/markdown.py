@@ -1,9 +1,9 @@
-"""report.md: the summary, the failures with their reproduction scripts, the convergence job and
-the benchmarks when the run had them, then every result."""
+"""report.md: the summary, the failures with their reproduction scripts, each stage's section
+when the run had it, then every result."""
 
 from __future__ import annotations
 
-from verify.report import bench_section, converge_section
+from verify.stages.registry import STAGES
 
 
 def _ratio(r) -> str:
@@ -52,8 +52,8 @@ def render(report: dict) -> str:
             state = "still present" if d["present"] else "NO LONGER SEEN"
             lines.append(f"- {r['target']} / {r['check']}: {d['description']} ({state})")
         lines.append("")
-    lines += converge_section.markdown(report.get("converge"))
-    lines += bench_section.markdown(report.get("bench"))
+    for stage in STAGES:
+        lines += stage.markdown(report.get(stage.name))
     lines += [
         "## All results",
         "",

@@ -1,6 +1,6 @@
-"""PNG plots for the HTML report (matplotlib, Agg backend): ratio distributions, the worst cases,
-the depth curves and the benchmarks' bandwidth ratios. Each function returns PNG bytes, or None
-when there is nothing to plot."""
+"""PNG plots for the HTML report (matplotlib, Agg backend): ratio distributions and the worst
+cases, and :func:`png`, which the stages' sections use for theirs. Each plot function returns PNG
+bytes, or None when there is nothing to plot."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
-from verify.report import depth as depth_mod  # noqa: E402
 
 DPI = 100
 #: log10(error/allowed) drawn for ratios of 0 (exact agreement) and for inf / NaN: off the scale.
@@ -43,7 +41,7 @@ def _log_ratio(v: float) -> float:
     return FLOOR if v <= 0 else min(max(math.log10(v), FLOOR), CEIL)
 
 
-def _png(fig) -> bytes:
+def png(fig) -> bytes:
     buf = io.BytesIO()
     try:
         fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
@@ -119,7 +117,7 @@ def ratio_distribution(results: list[dict]) -> bytes | None:
             ax.scatter([], [], color=colour, s=22, label=status)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
-    return _png(fig)
+    return png(fig)
 
 
 def worst_cases(results: list[dict], top: int = 15) -> bytes | None:
@@ -145,77 +143,4 @@ def worst_cases(results: list[dict], top: int = 15) -> bytes | None:
     ax.set_xlabel("log10(worst error / allowed); dashed: the pass line")
     ax.set_title(f"Top {len(rated)} worst cases", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
-    return _png(fig)
-
-
-_PANELS = (
-    (
-        "Forward variance against depth",
-        ("xavier_relu", "he_relu", "lecun_selu", "bn_relu"),
-        "layer l",
-        "E[h_l^2]",
-    ),
-    ("Residual stream variance", ("residual_bn", "residual_plain"), "blocks L", "E[x_L^2]"),
-    (
-        "Squared gradient norm, k layers below the output",
-        ("grad_plain_bn_relu", "grad_residual_bn"),
-        "k",
-        "|g_(D-k)|^2 / |g_D|^2",
-    ),
-)
-
-
-def depth_curves(curves: dict[str, depth_mod.Curve]) -> bytes:
-    """Three log-scale panels: measured values as markers, the theory's curve as a line of the
-    same colour."""
-    fig, axes = plt.subplots(1, 3, figsize=(15.0, 4.6))
-    for ax, (title, names, xlabel, ylabel) in zip(axes, _PANELS, strict=True):
-        for i, name in enumerate(n for n in names if n in curves):
-            xs, measured, theory = curves[name]
-            colour = f"C{i}"
-            label = depth_mod.DESCRIPTIONS.get(name, (name, ""))[0].split(":")[0]
-            ax.plot(xs, theory, color=colour, linewidth=1.5, alpha=0.7)
-            ax.plot(xs, measured, "o", color=colour, markersize=3.5, label=label)
-        ax.plot([], [], color="grey", linewidth=1.5, label="theory (line)")
-        ax.plot([], [], "o", color="grey", markersize=3.5, label="measured (torch)")
-        ax.set_yscale("log")
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return _png(fig)
-
-
-def bench_ratios(rows: list[dict]) -> bytes | None:
-    """One panel per benchmarked operation: achieved bandwidth over a same-run copy's, per layer
-    size (network order), one colour per target across panels; 1 is the bandwidth limit."""
-    rows = [r for r in rows if r.get("bandwidth_ratio")]
-    if not rows:
-        return None
-    ops = list(dict.fromkeys(r["op"] for r in rows))
-    colours = {t: f"C{i % 10}" for i, t in enumerate(dict.fromkeys(r["target"] for r in rows))}
-    fig, axes = plt.subplots(1, len(ops), figsize=(4.2 * len(ops), 3.6), squeeze=False)
-    for ax, op in zip(axes[0], ops, strict=True):
-        mine = [r for r in rows if r["op"] == op]
-        shapes = sorted({tuple(r["shape"]) for r in mine}, key=lambda s: (-s[2] * s[3], s[1], s[0]))
-        xs = {s: i for i, s in enumerate(shapes)}
-        for target in dict.fromkeys(r["target"] for r in mine):
-            pts = sorted((xs[tuple(r["shape"])], r["bandwidth_ratio"]) for r in mine
-                         if r["target"] == target)  # fmt: skip
-            ax.plot(*zip(*pts, strict=True), "o-", color=colours[target], markersize=4)
-        ax.axhline(1.0, color="k", linestyle="--", linewidth=1)
-        ax.set_xticks(range(len(shapes)))
-        ax.set_xticklabels(["x".join(map(str, s[1:])) for s in shapes], rotation=30, fontsize=7)
-        ax.set_yscale("log")
-        ax.set_title(op, fontsize=10)
-        ax.set_xlabel("C x H x W")
-        ax.grid(alpha=0.3, which="both")
-    axes[0][0].set_ylabel("GB/s / copy GB/s")
-    handles = [plt.Line2D([], [], color=c, marker="o", label=t) for t, c in colours.items()]
-    handles.append(plt.Line2D([], [], color="k", linestyle="--", label="copy (the limit)"))
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=8,
-               bbox_to_anchor=(0.5, -0.02))  # fmt: skip
-    fig.tight_layout(rect=(0, 0.12 + 0.04 * (len(handles) // 5), 1, 1))
-    return _png(fig)
+    return png(fig)

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from verify.checks.base import CheckResult
+from verify.result import Result
 
 FILENAME = "results.jsonl"
 
@@ -26,7 +26,7 @@ class ResultStream:
         else:
             _drop_torn_tail(self.path)
 
-    def append(self, result: CheckResult) -> None:
+    def append(self, result: Result) -> None:
         line = json.dumps({"kind": "result", **result.to_json()}) + "\n"
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(line)

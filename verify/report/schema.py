@@ -1,19 +1,23 @@
 """report.json: a versioned schema built from results.jsonl, and its validation.
 
-Version 2 adds "converge" (the ResNet-50 convergence job, whose gated checks are also results of
-family "converge") and "bench" (the kernel benchmarks); each is null when the run had no such
-stage. Version 1 reports still load (as baselines for the gate), read as having neither.
+Version 2 added "converge" (the ResNet-50 convergence job, whose gated checks are also results of
+family "converge") and "bench" (the kernel benchmarks). Version 3 has one key per registered stage
+(verify/stages: "depth", "converge", "bench"), null when the run had no such stage. Older
+reports still load (as baselines for the gate), read as having none of the newer keys.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timezone
 
+from verify.result import STATUSES
+
 SCHEMA = "varguard.report"
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
-SECTIONS = ("converge", "bench")
-STATUSES = ("passed", "failed", "skipped", "error")
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+#: The stage sections each version has (null when the run had no such stage).
+SECTIONS_SINCE = {2: ("converge", "bench"), 3: ("depth",)}
 
 RUN_KEYS = (
     "varguard",
@@ -44,13 +48,20 @@ class SchemaError(ValueError):
     pass
 
 
+def _all_sections() -> Iterable[str]:
+    return sections_of(SCHEMA_VERSION)
+
+
+def sections_of(version: int) -> tuple[str, ...]:
+    return tuple(k for v, keys in SECTIONS_SINCE.items() if v <= version for k in keys)
+
+
 def build(
     meta: dict,
     results: list[dict],
     *,
     wall_seconds: float | None = None,
-    converge: dict | None = None,
-    bench: dict | None = None,
+    sections: dict[str, dict | None],
 ) -> dict:
     entries = []
     for r in results:
@@ -69,8 +80,7 @@ def build(
         },
         "summary": summary,
         "results": entries,
-        "converge": converge,
-        "bench": bench,
+        **sections,
     }
 
 
@@ -83,9 +93,12 @@ def validate(report: dict) -> dict:
             f"schema_version={report.get('schema_version')!r}; this varguard "
             f"reads versions {READABLE_VERSIONS}"
         )
-    for key in SECTIONS:
-        if report["schema_version"] >= 2 and key not in report:
-            raise SchemaError(f"a version-2 report has {key!r} (null when absent); it is missing")
+    version = report["schema_version"]
+    for key in _all_sections():
+        if key in sections_of(version) and key not in report:
+            raise SchemaError(
+                f"a version-{version} report has {key!r} (null when absent); it is missing"
+            )
         report.setdefault(key, None)
         if report[key] is not None and not isinstance(report[key], dict):
             raise SchemaError(f"{key!r} is {type(report[key]).__name__}, not an object or null")

@@ -1,7 +1,8 @@
-"""Turn a results.jsonl into report.json, report.md, report.html and repro scripts, atomically.
+"""Turn a report folder into report.json, report.md, report.html and repro scripts, atomically.
 
-The stages' folders beside it (converge/, bench/) are read too: their sections go into the
-report, and the convergence job's gated checks become results.
+A report is a pure function of its folder: results.jsonl, and each registered stage's subfolder
+(verify/stages), whose section goes into the report and whose gated checks become results.
+Nothing is measured here.
 """
 
 from __future__ import annotations
@@ -9,34 +10,33 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from verify.checks.base import slug
-from verify.report import bench_section, converge_section, markdown, results, schema
-from verify.report.atomic import write_text
+from verify.atomic import write_text
+from verify.report import html, markdown, results, schema
+from verify.result import repro_filename
+from verify.stages.registry import STAGES
 
 
 def write(out: Path, *, wall_seconds: float | None = None) -> dict:
     out = Path(out)
     meta, records = results.read(out / results.FILENAME)
-    converge = converge_section.collect(out)
-    bench = bench_section.collect(out)
-    records += converge_section.results(converge) + bench_section.results(bench)
+    sections = {stage.name: stage.collect(out) for stage in STAGES}
+    for stage in STAGES:
+        records += stage.results(sections[stage.name])
     written = set()
     for r in records:
         r["repro_path"] = None
         if r.get("repro"):
-            rel = Path("repro") / f"repro_{slug(r['check'])}_{slug(r['target'])}.py"
+            rel = Path("repro") / repro_filename(r["check"], r["target"])
             write_text(out / rel, r["repro"])
             r["repro_path"] = str(rel)
             written.add(out / rel)
     for stale in set((out / "repro").glob("repro_*.py")) - written:  # from an earlier run
         stale.unlink()
     report = schema.validate(
-        schema.build(meta, records, wall_seconds=wall_seconds, converge=converge, bench=bench)
+        schema.build(meta, records, wall_seconds=wall_seconds, sections=sections)
     )
     write_text(out / "report.json", json.dumps(report, indent=1))
     write_text(out / "report.md", markdown.render(report))
-    from verify.report import html
-
     write_text(out / "report.html", html.render(report, folder=out))
     return report
 

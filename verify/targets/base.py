@@ -14,20 +14,6 @@ from verify.families import FAMILIES
 
 
 @dataclass(frozen=True)
-class KnownDefect:
-    """A defect of the implementation itself, found by varguard, not a fault of the suite.
-
-    The search steps around the cases it ``matches`` so that it cannot mask other failures, and
-    every run measures its ``example`` again and reports whether it is still present.
-    """
-
-    checks: tuple[str, ...]
-    description: str
-    matches: Callable[[Any], bool]
-    example: Any
-
-
-@dataclass(frozen=True)
 class Target:
     """An implementation under test.
 
@@ -51,7 +37,6 @@ class Target:
     # exist only for inference.
     modes: tuple[str, ...] = ("train", "eval")
     requires: tuple[str, ...] = ()  # "cuda", "triton", "compile", "multi-gpu"
-    known_defects: tuple[KnownDefect, ...] = ()
     # A cap on one case's element count below the profile's, for slow targets (an interpreted
     # kernel): the search keeps its breadth, only the largest sizes are left out.
     max_elements: int | None = None
@@ -77,32 +62,9 @@ class Target:
     def size_budget(self, profile_max: int) -> int:
         return min(profile_max, self.max_elements or profile_max)
 
-    def defects_for(self, check: str) -> tuple[KnownDefect, ...]:
-        return tuple(d for d in self.known_defects if check in d.checks)
-
     @property
     def torch_dtype(self) -> torch.dtype:
         return getattr(torch, self.dtype)
-
-
-class ContractViolation(RuntimeError):
-    """The target broke the drop-in contract (shape, dtype, type of its output)."""
-
-
-def expect_like(y, x, *, who: str) -> None:
-    """A drop-in normalisation/activation returns a tensor of its input's shape and dtype."""
-    if not isinstance(y, torch.Tensor):
-        raise ContractViolation(f"{who} returned {type(y).__name__}, expected a torch.Tensor")
-    if tuple(y.shape) != tuple(x.shape):
-        raise ContractViolation(
-            f"{who} returned shape {tuple(y.shape)} for input of shape "
-            f"{tuple(x.shape)}; a drop-in must keep the shape"
-        )
-    if y.dtype != x.dtype:
-        raise ContractViolation(
-            f"{who} returned dtype {y.dtype} for {x.dtype} input; a drop-in "
-            f"must return its input's dtype"
-        )
 
 
 def _need_cuda() -> str | None:
@@ -136,50 +98,3 @@ _REQUIREMENTS: dict[str, Callable[[], str | None]] = {
     "triton": _need_triton,
     "compile": _need_compile,
 }
-
-
-def compiled(module: torch.nn.Module):
-    """torch.compile(module), one wrapper per module object.
-
-    Every case is a new shape and Dynamo, past its recompile limit (8), silently runs eager: lift
-    the limit, and make hitting it an error, so compiled code is always what gets verified.
-    """
-    import torch._dynamo
-
-    cfg = torch._dynamo.config
-    for name in (
-        "recompile_limit",
-        "cache_size_limit",
-        "accumulated_recompile_limit",
-        "accumulated_cache_size_limit",
-    ):
-        if hasattr(cfg, name):
-            setattr(cfg, name, max(getattr(cfg, name), 100_000))
-    if hasattr(cfg, "fail_on_recompile_limit_hit"):
-        cfg.fail_on_recompile_limit_hit = True
-    cached = getattr(module, "_varguard_compiled", None)
-    if cached is None:
-        cached = torch.compile(module, dynamic=False)
-        object.__setattr__(module, "_varguard_compiled", cached)
-    return cached
-
-
-def to_input(
-    target: Target, values, *, noncontiguous: bool = False, requires_grad: bool = False
-) -> torch.Tensor:
-    """A case's values (a numpy array) as the tensor the target receives: dtype, device,
-    layout, strides."""
-    t = torch.from_numpy(values).to(device=target.device, dtype=target.torch_dtype)
-    if target.memory_format == "channels_last" and t.dim() == 4:
-        t = t.contiguous(memory_format=torch.channels_last)
-    if noncontiguous:
-        # Same values, strided storage: every other element of a tensor twice as wide.
-        wide = torch.zeros((*t.shape[:-1], 2 * t.shape[-1]), dtype=t.dtype, device=t.device)
-        wide[..., ::2] = t
-        t = wide[..., ::2]
-    return t.requires_grad_(requires_grad)
-
-
-def as_numpy(t: torch.Tensor | None):
-    """A tensor as a float64 numpy array on the CPU (None stays None)."""
-    return None if t is None else t.detach().to("cpu", torch.float64).numpy()

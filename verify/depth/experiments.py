@@ -1,4 +1,4 @@
-"""Measured-vs-theory depth curves for the HTML report, computed fresh when the report is written.
+"""Measured-vs-theory depth curves: the experiments of the `depth` stage (verify/depth/stage.py).
 
 Each curve is measured on torch's own modules and initialisers (torch.nn.Linear, BatchNorm1d,
 torch.nn.init.*, torch.relu / torch.selu) at a fixed seed, and set next to the curve the theory

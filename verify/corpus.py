@@ -12,8 +12,8 @@ import importlib
 import json
 from pathlib import Path
 
-from verify.checks.base import slug
-from verify.report.atomic import write_text
+from verify.atomic import write_text
+from verify.result import slug
 
 
 def _folder(root: Path, check: str, target: str) -> Path:

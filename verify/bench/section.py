@@ -11,11 +11,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from verify.bench.layers import OPS, layer_name
+from verify.bench.results import JSON_NAME, load
+from verify.report.plots import plt, png
 from verify.report.tags import esc as escape
 from verify.report.tags import image
-from verify.stages import STAGE_FILE, read_json, unfinished_result
+from verify.stages.base import read_record, unfinished_result
 
 FOLDER = "bench"
+OUTPUT = JSON_NAME
 ROW_KEYS = (
     "op",
     "target",
@@ -33,11 +37,8 @@ ROW_KEYS = (
 
 def collect(out: Path) -> dict | None:
     """report.json's "bench": the stage record and one row per timed operation; None if absent."""
-    from verify.bench.results import load
-    from verify.bench.workloads import layer_name
-
     folder = Path(out) / FOLDER
-    stage = read_json(folder / STAGE_FILE)
+    stage = read_record(folder)
     try:
         data = load(folder)
     except (FileNotFoundError, ValueError, json.JSONDecodeError):
@@ -72,7 +73,7 @@ def results(section: dict | None) -> list[dict]:
     """A result standing for a bench stage that wrote nothing (crashed, or skipped)."""
     if section is None or section["status"] == "finished":
         return []
-    return [unfinished_result("bench", section.get("stage"))]
+    return [unfinished_result(FOLDER, OUTPUT, section.get("stage"))]
 
 
 # --- rendering ----------------------------------------------------------------------------------
@@ -95,8 +96,6 @@ def _fmt(v, spec: str) -> str:
 
 
 def _rows(section: dict) -> list[tuple[str, ...]]:
-    from verify.bench.workloads import OPS
-
     order = {op: i for i, op in enumerate(OPS)}
     rows = sorted(
         section["rows"],
@@ -153,9 +152,10 @@ def markdown(section: dict | None) -> list[str]:
     return lines
 
 
-def html(section: dict | None, plot_png: bytes | None) -> list[str]:
+def html(section: dict | None, folder: Path | None = None) -> list[str]:
     if section is None:
         return []
+    plot_png = bench_ratios(section["rows"]) if section["status"] == "finished" else None
     out = ["<h2>Kernel benchmarks</h2>", "<ul>"]
     out += [f"<li>{escape(n)}</li>" for n in _intro(section)] + ["</ul>"]
     if section["status"] != "finished":
@@ -180,3 +180,36 @@ def html(section: dict | None, plot_png: bytes | None) -> list[str]:
 
 
 __all__ = ["FOLDER", "collect", "html", "markdown", "results"]
+
+
+def bench_ratios(rows: list[dict]) -> bytes | None:
+    """One panel per benchmarked operation: achieved bandwidth over a same-run copy's, per layer
+    size (network order), one colour per target across panels; 1 is the bandwidth limit."""
+    rows = [r for r in rows if r.get("bandwidth_ratio")]
+    if not rows:
+        return None
+    ops = list(dict.fromkeys(r["op"] for r in rows))
+    colours = {t: f"C{i % 10}" for i, t in enumerate(dict.fromkeys(r["target"] for r in rows))}
+    fig, axes = plt.subplots(1, len(ops), figsize=(4.2 * len(ops), 3.6), squeeze=False)
+    for ax, op in zip(axes[0], ops, strict=True):
+        mine = [r for r in rows if r["op"] == op]
+        shapes = sorted({tuple(r["shape"]) for r in mine}, key=lambda s: (-s[2] * s[3], s[1], s[0]))
+        xs = {s: i for i, s in enumerate(shapes)}
+        for target in dict.fromkeys(r["target"] for r in mine):
+            pts = sorted((xs[tuple(r["shape"])], r["bandwidth_ratio"]) for r in mine
+                         if r["target"] == target)  # fmt: skip
+            ax.plot(*zip(*pts, strict=True), "o-", color=colours[target], markersize=4)
+        ax.axhline(1.0, color="k", linestyle="--", linewidth=1)
+        ax.set_xticks(range(len(shapes)))
+        ax.set_xticklabels(["x".join(map(str, s[1:])) for s in shapes], rotation=30, fontsize=7)
+        ax.set_yscale("log")
+        ax.set_title(op, fontsize=10)
+        ax.set_xlabel("C x H x W")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("GB/s / copy GB/s")
+    handles = [plt.Line2D([], [], color=c, marker="o", label=t) for t, c in colours.items()]
+    handles.append(plt.Line2D([], [], color="k", linestyle="--", label="copy (the limit)"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=8,
+               bbox_to_anchor=(0.5, -0.02))  # fmt: skip
+    fig.tight_layout(rect=(0, 0.12 + 0.04 * (len(handles) // 5), 1, 1))
+    return png(fig)
