@@ -5,7 +5,10 @@ fast; each subcommand names the function that runs it as "module:function", impo
 subcommand runs. The stages (verify/stages) bring their own subcommands.
 
 Exit codes (verify.exits): 0 every check passed, 1 a check failed (or a mutant survived, or the
-gate blocks), 2 usage error, 130 interrupted.
+gate blocks), 2 usage error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+
+`varguard run`'s options that a project may declare in its pyproject.toml ([tool.varguard],
+verify/config.py) default to None here: None means "not given", and the config fills it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import importlib
 import sys
 from pathlib import Path
 
-from verify.exits import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
+from verify import config
+from verify.exits import EXIT_USAGE, UsageError, interruption
 from verify.families import FAMILIES
 from verify.profiles import PROFILES
 from verify.stages.base import add_subcommand
@@ -33,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_run(sub)
+    _add_merge(sub)
     _add_report(sub)
     _add_gate(sub)
     _add_mutants(sub)
@@ -52,8 +57,11 @@ def _add_run(sub) -> None:
         "run; those that cannot run on this machine are reported as skipped with the reason.",
         epilog="Targets: a built-in name (see --list), mutant:NAME, package.module:Name (a "
         "drop-in for torch.nn.BatchNorm2d, or a verify.targets.base.Target), or an entry point "
-        "in the 'varguard.targets' group. Exit codes: 0 all passed, 1 a check failed or "
-        "errored (or, with --baseline, the gate blocks), 2 usage error.",
+        "in the 'varguard.targets' group. Options not given here are read from "
+        "[tool.varguard] in ./pyproject.toml (or --config), then take their defaults. "
+        "Exit codes: 0 all passed, 1 a check failed or errored (or, with --baseline, the gate "
+        "blocks), 2 usage error, 130/143 interrupted by SIGINT/SIGTERM (the report of what "
+        "finished is written, marked interrupted, with the --resume command).",
     )
     p.add_argument(
         "--target",
@@ -70,12 +78,11 @@ def _add_run(sub) -> None:
     p.add_argument(
         "--profile",
         choices=sorted(PROFILES),
-        default="standard",
         help="search effort and stages: quick (CI; checks and the depth curves), standard "
         "(default; then a 2-seed ResNet-50 convergence job and the quick bench), release (deep "
         "search, 3 seeds, every ResNet-50 layer size)",
     )
-    p.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0)")
+    p.add_argument("--seed", type=int, help=f"Hypothesis seed (default {config.DEFAULTS['seed']})")
     p.add_argument(
         "--out", type=Path, default=None, help="report folder (default reports/<date>-<device>)"
     )
@@ -93,22 +100,51 @@ def _add_run(sub) -> None:
     p.add_argument(
         "--threshold",
         type=float,
-        default=0.5,
-        help="gate: relative growth of a worst ratio that counts as drift (0.5)",
+        help="gate: relative growth of a worst ratio that counts as drift "
+        f"(default {config.DEFAULTS['threshold']})",
     )
     p.add_argument(
         "--corpus",
         type=Path,
-        default=Path("varguard-corpus"),
-        help="regression corpus of counterexamples, replayed first (folder)",
+        help="regression corpus of counterexamples, replayed first (folder; default "
+        f"{config.DEFAULTS['corpus']})",
     )
     p.add_argument(
         "--timeout",
         type=float,
-        default=None,
-        help="per-check limit in seconds (default by profile: "
+        metavar="S",
+        help="per-check limit in seconds, fixed (default: derived, 20x what the same check "
+        "took on the family's reference target in this run, at least 45 s; before the "
+        "reference has run it, and for targets that compile (torch.compile, Triton), the "
+        "profile's: "
         + ", ".join(f"{name} {prof.timeout:g}" for name, prof in PROFILES.items())
         + ")",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="worker processes running targets side by side, one torch thread each, so that "
+        "the report is the same for any N (default: the cores available to this process)",
+    )
+    p.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="run only the K-th of N deterministic shares of the checks (round-robin over the "
+        "planned (target, check) pairs; the stages are shared out the same way); combine the "
+        "shards' folders with `varguard merge`",
+    )
+    p.add_argument(
+        "--junit-xml",
+        type=Path,
+        metavar="PATH",
+        help="also write the results as JUnit XML (one testcase per target and check)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="PYPROJECT",
+        help="read [tool.varguard] from this file (default: ./pyproject.toml, if any)",
     )
     p.add_argument(
         "--no-isolation",
@@ -135,6 +171,25 @@ def _add_run(sub) -> None:
         )
     p.add_argument("--list", action="store_true", help="list the built-in targets and exit")
     p.set_defaults(command_function="verify.commands.run:cmd_run")
+
+
+def _add_merge(sub) -> None:
+    m = sub.add_parser(
+        "merge",
+        help="combine report folders (e.g. the shards of one run) into one report",
+        description="Combine the report folders of one run, e.g. `varguard run --shard K/N` on "
+        "several machines, into OUT: the results, the stage folders and the reproduction "
+        "scripts, then report.json, report.md and report.html. Folders from different varguard "
+        "versions or git revisions, profiles or seeds are refused. A (target, check) present "
+        "in several folders keeps the result that ran (not skipped), a failure before a pass.",
+        epilog="Exit codes: 0 every result passed or was skipped, 1 a failure or error, 2 usage.",
+    )
+    m.add_argument("folders", nargs="+", type=Path, metavar="DIR", help="report folders")
+    m.add_argument("--out", type=Path, required=True, help="the merged report folder")
+    m.add_argument(
+        "--junit-xml", type=Path, metavar="PATH", help="also write the merged results as JUnit XML"
+    )
+    m.set_defaults(command_function="verify.commands.merge:cmd_merge")
 
 
 def _add_report(sub) -> None:
@@ -225,9 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"varguard {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("varguard: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:  # a command that writes a partial report does it itself
+        stop = interruption(exc)
+        print(f"varguard: interrupted ({stop.name})", file=sys.stderr)
+        return stop.exit_code
 
 
 if __name__ == "__main__":

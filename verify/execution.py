@@ -4,12 +4,18 @@ plugin all call :func:`run_checks`.
 A :class:`Job` is one target and the checks to run on it. In-process (``isolate=False``) the jobs
 run one after another in this process. Isolated (the default for the command line), each job
 runs in a worker process, so a target cannot take the run down with it: a target that hangs is
-killed after the per-check timeout, one that kills its process (segfault, os._exit, the OOM
+killed after the per-check limit, one that kills its process (segfault, os.abort, the OOM
 killer) is reported as an error naming the exit code or signal, and a fresh worker takes the
-target's remaining checks. ``workers`` processes run jobs side by side, each pinned to its share
-of the CPU threads. A target that hangs or crashes twice in a row gets its remaining checks
-recorded at once as errors (one timeout, not one per check). Results are handed to
-``on_result`` as soon as they exist; the seed, not the scheduling, decides every case.
+target's remaining checks. ``workers`` processes run jobs side by side, each on one CPU thread
+(:data:`WORKER_THREADS`). A target that hangs or crashes twice in a row gets its remaining checks
+recorded at once as errors (two limits, not one per check). A hang or crash carries a
+reproduction script that runs that check on that target (no single case is known).
+
+The per-check limit is derived, not flat: :data:`TIMEOUT_FACTOR` times what the same check took
+on its family's reference target (verify.families.REFERENCE_TARGETS) in this run, at least
+:data:`TIMEOUT_FLOOR`; before the reference has run it (it is scheduled first), the profile's
+limit; ``Execution.timeout`` (--timeout) fixes it. Results are handed to ``on_result`` as soon as
+they exist; the seed, not the scheduling, decides every case.
 """
 
 from __future__ import annotations
@@ -24,12 +30,15 @@ from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait
 from pathlib import Path
 
+import torch
+
 from verify import corpus as corpus_files
-from verify.checks import get_check
+from verify.checks import all_checks, get_check
 from verify.checks.base import run_check
+from verify.families import FAMILIES, REFERENCE_TARGETS
 from verify.profiles import Profile, get_profile
 from verify.resolve import resolve
-from verify.result import Result, Status
+from verify.result import Result, Status, repro_filename
 from verify.targets.base import Target
 
 #: Seconds a fresh worker may take to import torch, Hypothesis and theory/ before its first
@@ -37,6 +46,26 @@ from verify.targets.base import Target
 STARTUP_SECONDS = 120.0
 #: Hangs or crashes in a row after which a target's remaining checks are not run.
 STRIKES = 2
+#: A check may take this many times what it took on the family's reference target, and at least
+#: TIMEOUT_FLOOR seconds: generous (the slowest target that compiles nothing took 5x the
+#: reference's time in the standard report on a loaded 2-core machine; targets that compile
+#: keep the profile's limit), while a hang costs only the floor when the reference is fast: a
+#: hung target costs two floors, which keeps a quick CI run with one under 3 minutes on 2 cores.
+TIMEOUT_FACTOR = 20.0
+TIMEOUT_FLOOR = 45.0
+#: Torch threads per worker, whatever the number of workers: torch's sums round differently
+#: with another thread count, Hypothesis climbs its error/allowed scores to other cases, and the
+#: gate would read a report made with another --jobs as drift. One thread each, and as many
+#: workers as cores (the default), keeps every core busy without oversubscribing them.
+WORKER_THREADS = 1
+
+
+def available_cores() -> int:
+    """The cores this process may run on (a CI container or taskset may allow fewer than exist)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -67,13 +96,85 @@ class Execution:
     seed: int = 0
     isolate: bool = True
     workers: int = 1
-    timeout: float | None = None  # per check; None: the profile's
+    timeout: float | None = None  # per check, fixed (--timeout); None: derived (module doc)
     corpus: Path | None = None  # regression corpus folder, replayed first
     known_cases: bool = True  # the checks' fixed known-bad cases (off: the search alone)
 
-    @property
-    def check_timeout(self) -> float:
-        return self.timeout if self.timeout is not None else self.profile.timeout
+
+@dataclass(frozen=True)
+class Shard:
+    """The K-th of N shares of a run (`run --shard K/N`), for fanning one run out over machines.
+
+    The share is round-robin over the planned (target, check) pairs in plan order: every machine
+    computes the same split from the same plan, each gets within one check of 1/N, and one
+    target's checks spread over the shards (a slow target does not weigh on one machine)."""
+
+    index: int  # 1-based, as written
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        k, sep, n = str(text).partition("/")
+        try:
+            index, count = int(k), int(n)
+        except ValueError:
+            index = count = 0
+        if not sep or not 1 <= index <= count:
+            raise ValueError(f"--shard {text}: give K/N with 1 <= K <= N, e.g. --shard 1/4")
+        return cls(index=index, count=count)
+
+    def owns(self, position: int) -> bool:
+        """Whether the item at ``position`` (0-based) of a planned sequence is this shard's."""
+        return position % self.count == self.index - 1
+
+    def take(self, jobs: Sequence[Job]) -> list[Job]:
+        pairs = [(job.target, check) for job in jobs for check in job.checks]
+        mine = {pair for i, pair in enumerate(pairs) if self.owns(i)}
+        taken = [
+            replace(job, checks=tuple(c for c in job.checks if (job.target, c) in mine))
+            for job in jobs
+        ]
+        return [job for job in taken if job.checks]
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def check_limit(
+    execution: Execution,
+    check: str,
+    reference: dict[str, tuple[str, float]],
+    *,
+    compiles: bool = False,
+) -> tuple[float, str]:
+    """Seconds ``check`` may run in a worker, and why that many (for the timeout message).
+    ``reference`` maps a check to (reference target, seconds it took there) in this run;
+    ``compiles``: the target compiles its kernels (:func:`compiles`)."""
+    if execution.timeout is not None:
+        return execution.timeout, "set by --timeout"
+    if compiles:  # compiling or interpreting, of which the eager reference's time says nothing
+        return execution.profile.timeout, f"the {execution.profile.name} profile's limit"
+    if check not in reference:
+        return (
+            execution.profile.timeout,
+            f"the {execution.profile.name} profile's limit: no reference time for it yet",
+        )
+    target, took = reference[check]
+    limit = max(TIMEOUT_FLOOR, TIMEOUT_FACTOR * took)
+    return (
+        limit,
+        f"{TIMEOUT_FACTOR:g}x the {took:.1f} s it took on {target}, at least {TIMEOUT_FLOOR:g} s",
+    )
+
+
+def compiles(target: Target | None) -> bool:
+    """Whether a target compiles its kernels per shape (torch.compile, Triton's JIT) or runs them
+    in an interpreter (Triton on the CPU): 25x the reference's time was seen, with no hang."""
+    return target is not None and (target.compile or "triton" in target.requires)
+
+
+def is_reference(job: Job) -> bool:
+    return REFERENCE_TARGETS.get(job.family) == job.target
 
 
 OnStart = Callable[[str, str], None]
@@ -108,6 +209,10 @@ def _target_of(job: Job) -> Target:
 
 
 def _one(target: Target, name: str, execution: Execution) -> Result:
+    # The checks draw their cases from seeded generators; resetting torch's global generator too
+    # keeps anything a target draws unseeded (dropout) independent of which checks ran before
+    # in this process: the report is the same whatever the number of workers.
+    torch.manual_seed(execution.seed)
     check = get_check(name)
     cases = corpus_files.load(execution.corpus, name, target.name) if execution.corpus else []
     return run_check(
@@ -133,14 +238,53 @@ def _run_in_process(job: Job, execution: Execution, *, on_start, emit) -> None:
         emit(_one(target, name, execution))
 
 
-def isolation_error(job: Job, check: str, why: str, **extra) -> Result:
+def isolation_error(
+    job: Job, check: str, why: str, *, repro: str | None = None, seconds: float = 0.0, **extra
+) -> Result:
     return Result(
         check=check,
         target=job.target,
         family=job.family,
         status=Status.ERROR,
         message=f"isolation: {why}",
+        repro=repro,
+        seconds=seconds,
         extra=dict(extra),
+    )
+
+
+HANG_REPRO = '''\
+"""Reproduce a varguard {kind}: {check} on {target}.
+
+In the run it {what}. No single case is known (the process was stopped mid-search), so this
+runs the whole check in this process, with the run's profile ({profile}) and seed ({seed}); it
+may hang or crash the same way (stop it with Ctrl-C, or run it under `timeout 600`).
+Run from a checkout with varguard installed:  python {filename}
+"""
+
+from verify.checks import get_check
+from verify.checks.base import run_check
+from verify.profiles import get_profile
+from verify.resolve import resolve
+
+target = resolve({spec!r})
+result = run_check(get_check({check!r}), target, get_profile({profile!r}), seed={seed!r})
+print(f"{{result.status}}: {{result.message}}")
+raise SystemExit(0 if result.status in ("passed", "skipped") else 1)
+'''
+
+
+def hang_repro(job: Job, check: str, execution: Execution, *, hung: bool, what: str) -> str:
+    """A script that runs ``check`` on the job's target: a hang or crash has no case to replay."""
+    return HANG_REPRO.format(
+        kind="hang" if hung else "crash",
+        check=check,
+        target=job.target,
+        spec=job.spec,
+        what=what,
+        profile=execution.profile.name,
+        seed=execution.seed,
+        filename=repro_filename(check, job.target),
     )
 
 
@@ -149,8 +293,9 @@ def isolation_error(job: Job, check: str, why: str, **extra) -> Result:
 
 def _worker(conn, execution: Execution, threads: int) -> None:
     """Runs in a child: take jobs one at a time, stream each result back as it finishes."""
-    import torch
-
+    # Ctrl-C reaches the whole process group; the parent stops the workers itself and writes
+    # the report of what finished, so a worker must not die mid-message on its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     while True:
         try:
@@ -162,6 +307,7 @@ def _worker(conn, execution: Execution, threads: int) -> None:
         job: Job = message
         try:
             target = resolve(job.spec)
+            all_checks()  # import every check module now: the first check's limit is its own
         except Exception as exc:  # outside any check (resolving, importing): say what
             conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
             continue
@@ -171,19 +317,41 @@ def _worker(conn, execution: Execution, threads: int) -> None:
         conn.send(("done", None))
 
 
-def _death(exitcode: int | None) -> str:
+def _death(exitcode: int | None) -> tuple[str, str]:
+    """How the worker died, as a sentence and as a word or two (the signal, the exit code)."""
     if exitcode is None:
-        return "the target's process stopped answering"
+        return "the target's process stopped answering", "no answer"
     if exitcode < 0:
         try:
             name = signal.Signals(-exitcode).name
         except ValueError:
             name = f"signal {-exitcode}"
-        return f"the target killed its process ({name})"
-    return f"the target's process exited with code {exitcode}"
+        return f"the target killed its process ({name})", name
+    return f"the target's process exited with code {exitcode}", f"exit code {exitcode}"
 
 
 # --- the parent side: a pool of workers ------------------------------------------------------
+
+
+def prestart() -> None:
+    """Start the fork server now, so that its imports overlap this process's planning instead
+    of following it (a few seconds of every isolated run)."""
+    if _context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
+def _context():
+    """Where to start workers from: a fork server that imported the harness once, so that the
+    fresh worker after a hang or crash is ready at once instead of after ~10 s of imports
+    (torch, SciPy, the SymPy derivations). It has run no check and started no threads, so its
+    forks are clean; where there is no fork server (Windows), each worker is spawned."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__, *(f"verify.checks.{f}" for f in FAMILIES)])
+    return ctx
 
 
 @dataclass
@@ -203,9 +371,16 @@ class _Pool:
         self.execution = execution
         self.on_start = on_start
         self.emit = emit
-        self.ctx = mp.get_context("spawn")
-        self.threads = max(1, (os.cpu_count() or 1) // max(1, execution.workers))
-        self.strikes: dict[str, list[str]] = {}  # target -> checks that hung or crashed in a row
+        self.ctx = _context()
+        self.threads = WORKER_THREADS
+        # A fresh worker for each job where starting one is cheap (a fork of the fork server):
+        # what a target leaves behind in its process (torch.compile's global state, modules it
+        # imported) must not change the next target's cases, whichever worker that lands on.
+        self.fresh = self.ctx.get_start_method() == "forkserver"
+        # target -> what went wrong in the checks that hung or crashed in a row ("hung in ...")
+        self.strikes: dict[str, list[str]] = {}
+        # check -> (reference target, seconds it took there): what the limits derive from
+        self.reference: dict[str, tuple[str, float]] = {}
 
     def _spawn(self) -> _Slot:
         parent, child = self.ctx.Pipe(duplex=True)
@@ -217,7 +392,8 @@ class _Pool:
         return _Slot(proc=proc, conn=parent)
 
     def run(self, jobs: Sequence[Job]) -> None:
-        queue: deque[Job] = deque(jobs)
+        # The reference targets first: the other targets' limits derive from their times.
+        queue: deque[Job] = deque(sorted(jobs, key=lambda j: not is_reference(j)))
         slots: list[_Slot] = []
         try:
             while queue or any(s.job for s in slots):
@@ -230,6 +406,8 @@ class _Pool:
                 busy = [s for s in slots if s.job]
                 if not busy:
                     continue
+                # Deadlines are recomputed each time round: a reference time that arrives while
+                # another target's check runs shortens that check's limit.
                 deadline = min(self._deadline(s) for s in busy)
                 ready = wait([s.conn for s in busy], timeout=max(0.0, deadline - time.monotonic()))
                 for slot in busy:
@@ -237,6 +415,10 @@ class _Pool:
                         self._receive(slot, slots, queue)
                     elif time.monotonic() >= self._deadline(slot):
                         self._lost(slot, slots, queue, timed_out=True)
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): stop the workers now
+            for slot in slots:
+                slot.proc.kill()
+            raise
         finally:
             for slot in slots:
                 self._close(slot)
@@ -244,8 +426,13 @@ class _Pool:
     def _idle(self, slots: list[_Slot]) -> _Slot | None:
         return next((s for s in slots if s.job is None), None)
 
+    def _limit(self, slot: _Slot) -> tuple[float, str]:
+        check = slot.current or (slot.remaining[0] if slot.remaining else "")
+        target = slot.job.resolved if slot.job else None
+        return check_limit(self.execution, check, self.reference, compiles=compiles(target))
+
     def _deadline(self, slot: _Slot) -> float:
-        budget = self.execution.check_timeout
+        budget, _ = self._limit(slot)
         if slot.current is None:  # waiting for the first message: imports count too
             budget += STARTUP_SECONDS
         return slot.since + budget
@@ -266,11 +453,12 @@ class _Pool:
         struck = self.strikes.get(job.target, [])
         if len(struck) < STRIKES:
             return None
-        why = (
-            f"not run: the target hung or crashed in {' and '.join(struck)}, {len(struck)} "
-            f"checks in a row"
-        )
+        why = f"not run: the target {' and '.join(struck)}, {len(struck)} checks in a row"
         return lambda name: isolation_error(job, name, why, not_run=True)
+
+    def _retire(self, slot: _Slot, slots: list[_Slot]) -> None:
+        self._close(slot)
+        slots.remove(slot)
 
     def _receive(self, slot: _Slot, slots: list[_Slot], queue: deque[Job]) -> None:
         try:
@@ -285,34 +473,57 @@ class _Pool:
                 self.on_start(job.target, payload)
         elif kind == "result":
             self.strikes.pop(job.target, None)
+            if is_reference(job) and payload.status != Status.SKIPPED:
+                # The check's own time: the parent's clock would also count a fresh worker's
+                # one-off costs and the other workers' load.
+                self.reference.setdefault(payload.check, (job.target, payload.seconds))
             self.emit(payload)
             slot.remaining.remove(payload.check)
             slot.current, slot.since = None, time.monotonic()
-        elif kind == "done":
+        elif kind in ("done", "fatal"):
+            if kind == "fatal":
+                for name in slot.remaining:
+                    self.emit(isolation_error(job, name, f"worker failed: {payload}"))
             slot.job = None
-        elif kind == "fatal":
-            for name in slot.remaining:
-                self.emit(isolation_error(job, name, f"worker failed: {payload}"))
-            slot.job = None
+            if self.fresh:
+                self._retire(slot, slots)
 
     def _lost(self, slot: _Slot, slots: list[_Slot], queue: deque[Job], *, timed_out: bool):
         """The worker hung past its deadline or died: blame the running check, replace the
         worker, and put the job's other checks back at the front of the queue."""
         job = slot.job
+        limit, basis = self._limit(slot)
         if timed_out:
             slot.proc.kill()
         slot.proc.join(10)
+        if slot.current is None and not slot.remaining:  # gone after its last result
+            self._retire(slot, slots)
+            return
         name = slot.current or slot.remaining[0]
         elapsed = time.monotonic() - slot.since
         if timed_out:
-            why = f"timed out after {self.execution.check_timeout:g} s (per-check limit; --timeout)"
+            why = f"timed out after {limit:.0f} s ({basis}): the target hung in {name}"
+            strike = f"hung in {name} (killed after {limit:.0f} s)"
+            what = f"was still running after {limit:.0f} s and was killed"
         else:
-            why = _death(slot.proc.exitcode)
-        self.emit(isolation_error(job, name, why, hung=timed_out, seconds=round(elapsed, 1)))
-        self.strikes.setdefault(job.target, []).append(name)
+            death, short = _death(slot.proc.exitcode)
+            why = f"{death} in {name}"
+            strike = f"crashed in {name} ({short})"
+            what = f"stopped its worker: {death}"
+        self.emit(
+            isolation_error(
+                job,
+                name,
+                why + "; no single case is known: the repro script runs the whole check",
+                repro=hang_repro(job, name, self.execution, hung=timed_out, what=what),
+                seconds=round(elapsed, 1),
+                hung=timed_out,
+                limit=round(limit, 1),
+            )
+        )
+        self.strikes.setdefault(job.target, []).append(strike)
         rest = [c for c in slot.remaining if c != name]
-        self._close(slot)
-        slots.remove(slot)
+        self._retire(slot, slots)
         if rest:
             queue.appendleft(replace(job, checks=tuple(rest)))
 
@@ -337,4 +548,13 @@ def execution_for(
     return Execution(profile=prof, seed=seed, isolate=isolate, **kw)
 
 
-__all__ = ["Execution", "Job", "execution_for", "isolation_error", "run_checks"]
+__all__ = [
+    "Execution",
+    "Job",
+    "Shard",
+    "available_cores",
+    "check_limit",
+    "execution_for",
+    "isolation_error",
+    "run_checks",
+]

@@ -1,16 +1,53 @@
-"""Exit codes and the usage error: the leaf every command imports, and nothing else.
+"""Exit codes, the usage error and the interruption: the leaf every command imports, and nothing
+else.
 
 0 every check passed; 1 a check failed or errored (or the gate blocks, or a mutant survived);
-2 a usage error (one line on stderr naming the argument and the fix); 130 interrupted (Ctrl-C).
+2 a usage error (one line on stderr naming the argument and the fix); 130 interrupted by SIGINT
+(Ctrl-C), 143 by SIGTERM (a CI job's time limit): 128 + the signal's number, as a shell reports.
 """
 
 from __future__ import annotations
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+import signal
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 
 
 class UsageError(Exception):
     """Bad command-line input: reported as one line and exit code 2, never a traceback."""
 
 
-__all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "UsageError"]
+class Interrupted(KeyboardInterrupt):
+    """A stop signal, raised where the program was (a KeyboardInterrupt, so that code which lets
+    Ctrl-C through lets SIGTERM through too)."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def interruption(exc: KeyboardInterrupt) -> Interrupted:
+    """Ctrl-C's plain KeyboardInterrupt as the Interrupted of SIGINT."""
+    return exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_TERMINATED",
+    "EXIT_USAGE",
+    "Interrupted",
+    "UsageError",
+    "interruption",
+]

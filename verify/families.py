@@ -22,6 +22,17 @@ from types import ModuleType
 
 FAMILIES = ("batchnorm", "init", "selu", "residual")
 
+#: Each family's reference target: the plain eager implementation every other target of the
+#: family is measured against in time. A run schedules it first, and a check's time there sets
+#: the limit for the same check on the others (verify/execution.py); a family without one keeps
+#: the profile's flat limit.
+REFERENCE_TARGETS = {
+    "batchnorm": "torch-eager",
+    "init": "torch-xavier-uniform",
+    "selu": "torch-selu",
+    "residual": "torch-basic-inplace",
+}
+
 
 def module_name(layer: str, family: str) -> str:
     """The dotted name of ``family``'s module in ``layer`` (targets, checks, mutants, ...)."""
@@ -42,4 +53,4 @@ def discover(
     return tuple(m for m in modules if declares(m))
 
 
-__all__ = ["FAMILIES", "discover", "module_name"]
+__all__ = ["FAMILIES", "REFERENCE_TARGETS", "discover", "module_name"]

@@ -3,9 +3,13 @@
     pytest --varguard-target mylib.norm:FastBatchNorm2d [--varguard-profile quick]
 
 adds one test item per (target, check). Without --varguard-target the plugin does nothing.
+Under pytest-xdist (``pytest -n auto --varguard-target ...``) every worker collects the same
+items, each runs its share, and each pins torch to its share of the cores.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -37,7 +41,15 @@ def pytest_collection_modifyitems(session, config, items):
     # Imported on use: this plugin loads in every pytest session where varguard is installed,
     # and most of them never name a target (torch is a heavy import).
     from verify.checks import checks_for
+    from verify.execution import available_cores
     from verify.resolve import TargetError, resolve
+
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")  # set in each xdist worker
+    if workers:
+        import torch
+
+        # n workers with all the cores each would oversubscribe them n times over.
+        torch.set_num_threads(max(1, available_cores() // int(workers)))
 
     try:
         targets = [(s, resolve(s)) for s in specs]

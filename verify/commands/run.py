@@ -6,26 +6,34 @@
 - :func:`write` runs the stages and writes the report;
 - :func:`gate` prints the failures and the summary and turns them, and the baseline, into the
   exit code.
+
+A SIGINT or SIGTERM during execute or write stops the workers, writes the report of what had
+finished (marked interrupted, with the command that continues it) and exits 130 or 143.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shlex
 import shutil
+import signal
+import sys
+import threading
 import time
-from dataclasses import dataclass, field
-from datetime import date
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timezone
 from pathlib import Path
 
-from verify import corpus, table
+from verify import config, corpus, table
 from verify.checks import checks_for
-from verify.execution import Execution, Job, run_checks
-from verify.exits import EXIT_FAILED, EXIT_OK, UsageError
+from verify.execution import Execution, Job, Shard, available_cores, prestart, run_checks
+from verify.exits import EXIT_FAILED, EXIT_OK, Interrupted, UsageError, interruption
 from verify.families import FAMILIES
 from verify.profiles import get_profile
 from verify.progress import Progress
 from verify.report import gate as report_gate
-from verify.report import metadata, results, writer
+from verify.report import junit, metadata, results, writer
 from verify.resolve import TargetError, resolve
 from verify.result import Result, Status
 from verify.stages.base import PlannedStage, plan_stage, run_stage
@@ -46,6 +54,12 @@ class RunPlan:
     baseline: dict | None = None
     baseline_path: Path | None = None
     threshold: float = 0.5
+    # Every (target, check) of the whole run, unsharded, in plan order: the report's order.
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+    shard: Shard | None = None
+    junit_xml: Path | None = None
+    config_path: Path | None = None
+    argv: list[str] = field(default_factory=list)  # the command as typed (for --resume)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -57,8 +71,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.list:
         return list_targets()
     run_plan = plan(args)
-    execute(run_plan)
-    report = write(run_plan)
+    try:
+        with stop_signals():
+            execute(run_plan)
+            report = write(run_plan)
+    except KeyboardInterrupt as exc:
+        return interrupted(run_plan, interruption(exc))
+    write_junit(run_plan, report)
     return gate(run_plan, report)
 
 
@@ -77,23 +96,38 @@ def list_targets() -> int:
 
 def plan(args: argparse.Namespace) -> RunPlan:
     """Everything the run will do, checked before any of it starts."""
+    config_path = config.apply(args)  # [tool.varguard] fills what the command line left unset
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError(f"--timeout={args.timeout}: give a positive number of seconds")
+    workers = _workers(args)
+    shard = _shard(args.shard)
     baseline = _baseline(args.baseline)
     targets = resolve_targets(args.target, args.family)
     stages = plan_stages(args, targets)
+    if not args.no_isolation:
+        prestart()  # the workers' fork server imports the harness while this plans the checks
     out = args.out or default_out()
     stream_path = out / results.FILENAME
     if args.resume and not stream_path.exists():
         raise UsageError(f"--resume: no {stream_path} to continue; run without --resume first")
     done = results.done_pairs(stream_path) if args.resume else set()
-    jobs = plan_jobs(targets, args.family, done)
-    if not jobs and not done and not stages:
+    everything = plan_jobs(targets, args.family)
+    if not everything and not stages:
         raise UsageError("no checks apply: the targets' families and --family do not overlap")
+    mine = everything
+    if shard:
+        mine = shard.take(everything)
+        stages = shard_stages(stages, shard)
+    jobs = [
+        replace(j, checks=rest)
+        for j in mine
+        if (rest := tuple(c for c in j.checks if (j.target, c) not in done))
+    ]
     execution = Execution(
         profile=get_profile(args.profile),
         seed=args.seed,
         isolate=not args.no_isolation,
+        workers=workers,
         timeout=args.timeout,
         corpus=args.corpus,
     )
@@ -108,7 +142,34 @@ def plan(args: argparse.Namespace) -> RunPlan:
         baseline=baseline,
         baseline_path=args.baseline,
         threshold=args.threshold,
+        pairs=[(j.target, c) for j in everything for c in j.checks],
+        shard=shard,
+        junit_xml=args.junit_xml,
+        config_path=config_path,
+        argv=metadata.command_argv(sys.argv),
     )
+
+
+def _workers(args: argparse.Namespace) -> int:
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: give a number of worker processes, 1 or more")
+    if args.no_isolation:
+        if args.jobs is not None and args.jobs > 1:
+            raise UsageError(
+                f"--jobs {args.jobs} runs worker processes, --no-isolation runs in this process; "
+                "drop one of them"
+            )
+        return 1
+    return args.jobs or available_cores()
+
+
+def _shard(text: str | None) -> Shard | None:
+    if text is None:
+        return None
+    try:
+        return Shard.parse(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _baseline(path: Path | None) -> dict | None:
@@ -130,17 +191,14 @@ def resolve_targets(specs: list[str] | None, families: list[str] | None):
         raise UsageError(str(exc)) from None
 
 
-def plan_jobs(targets, families: list[str] | None, done: set[tuple[str, str]]) -> list[Job]:
-    """One job per target: every check of its family not already done."""
+def plan_jobs(targets, families: list[str] | None) -> list[Job]:
+    """One job per target: every check of its family."""
     wanted = set(families or FAMILIES)
-    jobs = []
-    for spec, t in targets:
-        if t.family not in wanted:
-            continue
-        names = tuple(c.name for c in checks_for(t.family) if (t.name, c.name) not in done)
-        if names:
-            jobs.append(Job.of(t, names, spec=spec))
-    return jobs
+    return [
+        Job.of(t, [c.name for c in checks_for(t.family)], spec=spec)
+        for spec, t in targets
+        if t.family in wanted
+    ]
 
 
 def plan_stages(args: argparse.Namespace, targets) -> list[PlannedStage]:
@@ -160,6 +218,13 @@ def plan_stages(args: argparse.Namespace, targets) -> list[PlannedStage]:
     return planned
 
 
+def shard_stages(stages: list[PlannedStage], shard: Shard) -> list[PlannedStage]:
+    """A shard's share of the stages: round-robin over them like the checks, so that the long
+    ones (ResNet-50 training) land on different machines. A stage that reads the report (the
+    bench) would find only this shard's checks there: it verifies what it times itself."""
+    return [replace(p, verified=False) for i, p in enumerate(stages) if shard.owns(i)]
+
+
 def default_out() -> Path:
     dev = metadata.device()
     return Path("reports") / f"{date.today().isoformat()}-{metadata.device_slug(dev)}"
@@ -173,11 +238,19 @@ def execute(run_plan: RunPlan) -> None:
     out = run_plan.out
     if not run_plan.resume:
         _clear_stage_folders(out)
+    results.clear_interrupted(out)  # this run continues or replaces the interrupted one
     meta = metadata.collect(seed=run_plan.execution.seed, profile=run_plan.execution.profile.name)
+    meta.update(
+        plan=run_plan.pairs,
+        shard=None if run_plan.shard is None else vars(run_plan.shard),
+        config=None if run_plan.config_path is None else str(run_plan.config_path),
+    )
     stream = results.ResultStream(out / results.FILENAME, meta, resume=run_plan.resume)
     progress = Progress(run_plan.total)
     kept = f", {run_plan.kept} kept from before" if run_plan.kept else ""
-    print(f"writing {out}/ ({run_plan.total} checks{kept})")
+    share = f", shard {run_plan.shard}" if run_plan.shard else ""
+    workers = run_plan.execution.workers if run_plan.execution.isolate else "in-process"
+    print(f"writing {out}/ ({run_plan.total} checks{kept}{share}; workers: {workers})")
     print(table.HEADER, flush=True)
 
     def on_result(r: Result) -> None:
@@ -220,6 +293,74 @@ def write(run_plan: RunPlan) -> dict:
     return report
 
 
+def write_junit(run_plan: RunPlan, report: dict) -> None:
+    if run_plan.junit_xml is not None:
+        junit.write(run_plan.junit_xml, report, folder=run_plan.out)
+        print(f"JUnit XML: {run_plan.junit_xml}")
+
+
+# --- interruption --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """SIGTERM (a CI job's time limit, `kill`) stops the run the way Ctrl-C does: an Interrupted
+    exception where the run is, so the workers are stopped and the report is still written."""
+    if threading.current_thread() is not threading.main_thread():  # handlers are main-only
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def resume_command(run_plan: RunPlan) -> str:
+    """The command that continues this run: as typed, into the same folder, with --resume."""
+    argv = list(run_plan.argv) or ["varguard", "run"]
+    if not any(a == "--out" or a.startswith("--out=") for a in argv):
+        argv += ["--out", str(run_plan.out)]  # the default folder's name has today's date
+    if "--resume" not in argv:
+        argv.append("--resume")
+    return shlex.join(argv)
+
+
+def interrupted(run_plan: RunPlan, stop: Interrupted) -> int:
+    """Write the report of what finished, marked interrupted; say how to continue."""
+    out = run_plan.out
+    if not (out / results.FILENAME).exists():
+        print(f"varguard run: interrupted by {stop.name} before any check ran", file=sys.stderr)
+        return stop.exit_code
+    finished = len(results.read(out / results.FILENAME)[1])
+    resume = resume_command(run_plan)
+    results.mark_interrupted(
+        out,
+        {
+            "signal": stop.name,
+            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "finished": finished,
+            "planned": run_plan.kept + run_plan.total,
+            "resume": resume,
+        },
+    )
+    report = writer.write(out, wall_seconds=round(time.monotonic() - run_plan.started, 1))
+    write_junit(run_plan, report)
+    s = report["summary"]
+    print(
+        f"\ninterrupted by {stop.name}: {finished} of {run_plan.kept + run_plan.total} checks "
+        f"finished ({s['passed']} passed, {s['failed']} failed, {s['error']} errors, "
+        f"{s['skipped']} skipped); report: {out / 'report.html'}"
+    )
+    print(f"varguard run: interrupted by {stop.name}; continue with: {resume}", file=sys.stderr)
+    return stop.exit_code
+
+
 # --- gate ----------------------------------------------------------------------------------------
 
 
@@ -247,4 +388,4 @@ def gate(run_plan: RunPlan, report: dict) -> int:
     return status
 
 
-__all__ = ["RunPlan", "cmd_run", "execute", "gate", "plan", "write"]
+__all__ = ["RunPlan", "cmd_run", "execute", "gate", "interrupted", "plan", "write"]

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from verify.report import plots
+from verify.report.notes import run_notes
 from verify.report.tags import esc, image
 from verify.stages.registry import STAGES
 
@@ -34,6 +35,8 @@ tr.row-failed { background: #ffebee; } tr.row-error { background: #fff3e0; }
 .failure { border-left: 4px solid #c62828; padding-left: 0.8em; margin: 1em 0; }
 .failure.error { border-left-color: #ef6c00; }
 .note { color: #616161; font-size: 0.9em; }
+.run-note { border-left: 4px solid #1565c0; background: #e3f2fd; padding: 0.4em 0.8em; }
+.run-note.interrupted { border-left-color: #c62828; background: #ffebee; font-weight: bold; }
 img.plot { max-width: 100%; border: 1px solid #eee; margin: 0.4em 0; }
 """
 
@@ -72,6 +75,12 @@ def _header(report: dict) -> list[str]:
         '<table class="meta">',
         *(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows if v not in (None, "")),
         "</table>",
+        *(
+            f'<p class="run-note {note.kind}">{esc(note.text)}'
+            + (f" <code>{esc(note.command)}</code>" if note.command else "")
+            + "</p>"
+            for note in run_notes(run)
+        ),
         "<h2>Summary</h2>",
         "<p>",
         *(

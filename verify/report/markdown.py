@@ -3,6 +3,7 @@ when the run had it, then every result."""
 
 from __future__ import annotations
 
+from verify.report.notes import run_notes
 from verify.stages.registry import STAGES
 
 
@@ -23,6 +24,10 @@ def render(report: dict) -> str:
         f"- seed {run['seed']}, git {run.get('git_revision')}, started {run['started']}, "
         f"wall time {run.get('wall_seconds') or 0:.0f} s",
         "",
+    ]
+    for note in run_notes(run):
+        lines += [f"**{note.text}**" + (f" `{note.command}`" if note.command else ""), ""]
+    lines += [
         f"**{s['passed']} passed, {s['failed']} failed, {s['error']} errors, "
         f"{s['skipped']} skipped.**",
         "",

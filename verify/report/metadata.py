@@ -85,11 +85,11 @@ def collect(*, seed: int, profile: str, argv: list[str] | None = None) -> dict:
         "profile": profile,
         "git_revision": git_revision(),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "argv": _command(sys.argv if argv is None else argv),
+        "argv": command_argv(sys.argv if argv is None else argv),
     }
 
 
-def _command(argv: list[str]) -> list[str]:
+def command_argv(argv: list[str]) -> list[str]:
     """The command as a user types it: `python -m verify` and the console script are `varguard`."""
     argv = list(argv)
     if argv and Path(argv[0]).name in ("varguard", "__main__.py"):

@@ -2,7 +2,12 @@
 
 The first line is the run's metadata ({"kind": "run", ...}); every other line is a result
 ({"kind": "result", ...}). A crash or Ctrl-C loses at most the check that was running; a torn
-last line (the process died mid-write) is ignored on reading.
+last line (the process died mid-write) is ignored on reading. The metadata's "plan" lists the
+run's (target, check) pairs in the order they were planned: the report shows results in that
+order, whatever order parallel workers finished them in.
+
+A run stopped by a signal leaves ``interrupted.json`` beside it (how it stopped, and the command
+that continues it); the run that continues it removes it.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ import json
 import os
 from pathlib import Path
 
+from verify.atomic import write_text
 from verify.result import Result
 
 FILENAME = "results.jsonl"
+INTERRUPTED = "interrupted.json"
 
 
 class ResultStream:
@@ -32,6 +39,13 @@ class ResultStream:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
+
+
+def write_all(path: Path, meta: dict, records: list[dict]) -> None:
+    """A whole results.jsonl at once (a merge of several), written atomically."""
+    lines = [json.dumps({"kind": "run", **meta})]
+    lines += [json.dumps({"kind": "result", **r}) for r in records]
+    write_text(Path(path), "\n".join(lines) + "\n")
 
 
 def read(path: Path) -> tuple[dict, list[dict]]:
@@ -57,6 +71,33 @@ def done_pairs(path: Path) -> set[tuple[str, str]]:
     if not Path(path).exists():
         return set()
     return {(r["target"], r["check"]) for r in read(path)[1]}
+
+
+def in_plan_order(records: list[dict], plan: list | None) -> list[dict]:
+    """``records`` sorted by their place in the run's plan of (target, check) pairs; records the
+    plan does not name keep their order, after the others. Stable, so a rerun is identical."""
+    if not plan:
+        return list(records)
+    place = {(t, c): i for i, (t, c) in enumerate(plan)}
+    last = len(place)
+    return sorted(records, key=lambda r: place.get((r.get("target"), r.get("check")), last))
+
+
+def mark_interrupted(out: Path, record: dict) -> None:
+    with open(Path(out) / INTERRUPTED, "w", encoding="utf-8") as f:
+        f.write(json.dumps(record, indent=1) + "\n")
+
+
+def read_interrupted(out: Path) -> dict | None:
+    """What interrupted.json says about how the run in ``out`` stopped, or None."""
+    try:
+        return json.loads((Path(out) / INTERRUPTED).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def clear_interrupted(out: Path) -> None:
+    (Path(out) / INTERRUPTED).unlink(missing_ok=True)
 
 
 def _drop_torn_tail(path: Path) -> None:

@@ -4,6 +4,7 @@ Version 2 added "converge" (the ResNet-50 convergence job, whose gated checks ar
 family "converge") and "bench" (the kernel benchmarks). Version 3 has one key per registered stage
 (verify/stages: "depth", "converge", "bench"), null when the run had no such stage. Older
 reports still load (as baselines for the gate), read as having none of the newer keys.
+Version 4 adds run metadata for runs that fit a pipeline (RUN_KEYS_SINCE).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from datetime import datetime, timezone
 from verify.result import STATUSES
 
 SCHEMA = "varguard.report"
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 #: The stage sections each version has (null when the run had no such stage).
 SECTIONS_SINCE = {2: ("converge", "bench"), 3: ("depth",)}
 
@@ -42,6 +43,20 @@ RESULT_KEYS = (
     "examples",
     "seconds",
 )
+
+
+# --- version 4: interrupted, sharded and merged runs ----------------------------------------
+#: Keys of "run" each version has, null when they do not apply: "interrupted" (the signal, what
+#: had finished and the --resume command), "shard" ({"index": K, "count": N} of `run --shard
+#: K/N`), "merged" (the folders `varguard merge` combined).
+RUN_KEYS_SINCE = {4: ("interrupted", "shard", "merged")}
+
+
+def run_keys_of(version: int) -> tuple[str, ...]:
+    return tuple(k for v, keys in RUN_KEYS_SINCE.items() if v <= version for k in keys)
+
+
+# --- end of version 4 ----------------------------------------------------------------------
 
 
 class SchemaError(ValueError):
@@ -74,6 +89,7 @@ def build(
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "run": {
+            **dict.fromkeys(run_keys_of(SCHEMA_VERSION)),
             **meta,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "wall_seconds": wall_seconds,
@@ -102,9 +118,11 @@ def validate(report: dict) -> dict:
         report.setdefault(key, None)
         if report[key] is not None and not isinstance(report[key], dict):
             raise SchemaError(f"{key!r} is {type(report[key]).__name__}, not an object or null")
-    missing = [k for k in RUN_KEYS if k not in report.get("run", {})]
+    missing = [k for k in (*RUN_KEYS, *run_keys_of(version)) if k not in report.get("run", {})]
     if missing:
         raise SchemaError(f"run metadata lacks {missing}")
+    for key in run_keys_of(SCHEMA_VERSION):  # an older report: none of the newer run keys
+        report["run"].setdefault(key, None)
     for i, e in enumerate(report.get("results", [])):
         lacking = [k for k in RESULT_KEYS if k not in e]
         if lacking:

@@ -1,6 +1,7 @@
 """Turn a report folder into report.json, report.md, report.html and repro scripts, atomically.
 
-A report is a pure function of its folder: results.jsonl, and each registered stage's subfolder
+A report is a pure function of its folder: results.jsonl (shown in the order of the run's plan),
+interrupted.json when a signal stopped the run, and each registered stage's subfolder
 (verify/stages), whose section goes into the report and whose gated checks become results.
 Nothing is measured here.
 """
@@ -19,6 +20,8 @@ from verify.stages.registry import STAGES
 def write(out: Path, *, wall_seconds: float | None = None) -> dict:
     out = Path(out)
     meta, records = results.read(out / results.FILENAME)
+    records = results.in_plan_order(records, meta.pop("plan", None))  # not by finish time
+    meta["interrupted"] = results.read_interrupted(out)
     sections = {stage.name: stage.collect(out) for stage in STAGES}
     for stage in STAGES:
         records += stage.results(sections[stage.name])

@@ -56,9 +56,10 @@ class Stage:
     reserved: tuple[str, ...] = ()  # further options `run` sets (besides --out)
     example: str = ""  # an example of its options, for `run --help`
 
-    def run_argv(self, out: Path) -> list[str]:
-        """Options `run` adds: the output folder, and the report for a stage that reads it."""
-        extra = ["--verified", str(out / "report.json")] if self.after_report else []
+    def run_argv(self, out: Path, *, verified: bool = True) -> list[str]:
+        """Options `run` adds: the output folder, and the report for a stage that reads it
+        (unless ``verified`` is False: the report lacks checks, the stage runs its own)."""
+        extra = ["--verified", str(out / "report.json")] if self.after_report and verified else []
         return [*extra, "--out", str(out / self.name)]
 
 
@@ -70,6 +71,7 @@ class PlannedStage:
     options: tuple[str, ...]
     skipped: str | None = None
     targets: tuple[str, ...] = field(default=())
+    verified: bool = True  # False: the run's report is not the whole run's (one shard of it)
 
     @property
     def name(self) -> str:
@@ -77,7 +79,7 @@ class PlannedStage:
 
     def argv(self, out: Path) -> list[str]:
         extra = [a for t in self.targets for a in ("--target", t)]
-        return [*self.options, *extra, *self.stage.run_argv(out)]
+        return [*self.options, *extra, *self.stage.run_argv(out, verified=self.verified)]
 
     def command_line(self, out: Path) -> str:
         return shlex.join(["varguard", self.name, *self.argv(out)])
@@ -204,9 +206,17 @@ def _spawn(argv: list[str]) -> tuple[int, list[str]]:
     tail: collections.deque[str] = collections.deque(maxlen=40)
     with subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, errors="replace") as proc:
         assert proc.stderr is not None
-        for line in proc.stderr:
-            sys.stderr.write(line)
-            tail.append(line)
+        try:
+            for line in proc.stderr:
+                sys.stderr.write(line)
+                tail.append(line)
+        except BaseException:  # interrupted: the stage must not outlive the run
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
         return proc.wait(), list(tail)
 
 
