@@ -3,6 +3,7 @@ and the completeness of a module's oracles (summary, source, parameters, re-eval
 
 from __future__ import annotations
 
+import keyword
 import re
 
 import mpmath
@@ -33,7 +34,12 @@ def mismatch(oracle) -> str | None:
             if not abs(oracle.value - mpmath.mpf(pub)) <= tol:
                 return f"derived {mpmath.nstr(oracle.value, 30)} vs published {pub}"
         return None
-    local = {s.name: s for s in oracle.expr.free_symbols}
+    # a symbol may be named like a Python keyword (rounding's lambda): parse it under another name
+    local = {
+        f"{s.name}_" if keyword.iskeyword(s.name) else s.name: s for s in oracle.expr.free_symbols
+    }
+    for word in (name[:-1] for name in local if keyword.iskeyword(name[:-1])):
+        pub = re.sub(rf"\b{word}\b", f"{word}_", pub)
     parsed = parse_expr(
         pub, local_dict=local, transformations=(*standard_transformations, convert_xor)
     )

@@ -122,6 +122,14 @@ def test_oracles_match_published_and_reevaluate(oracle):
     assert incomplete(oracle) is None
 
 
+def test_published_check_can_fail():
+    o = {o.name: o for o in ln.oracles()}["layernorm.output_variance"]
+    wrong = type(o)(**{**o.__dict__, "published": "var/(var+2*eps)"})
+    assert mismatch(wrong) is not None
+    o = {o.name: o for o in ln.oracles()}["layernorm.output_mean"]
+    assert mismatch(type(o)(**{**o.__dict__, "published": "1"})) is not None
+
+
 def test_dx_oracle_is_the_closed_form_at_its_example():
     o = {o.name: o for o in ln.oracles()}["layernorm.backward_dx"]
     dx, _, _ = ln.backward_closed_form(
