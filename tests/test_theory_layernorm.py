@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import mpmath
 import pytest
 import sympy as sp
 import torch
@@ -102,6 +103,21 @@ def test_mutants_differ_from_torch_numerically():
     for mutant in (_constant_stats, _weight_outside_sums):
         wrong, _, _ = mutant(x, dy, weight=w, eps=1e-5)
         assert max(abs(a - float(b)) for a, b in zip(dx[0], wrong[0], strict=True)) > 0.1
+
+
+def test_closed_form_on_mpmath_agrees_with_exact_sympy():
+    x, dy, w = [[1, 2, 4], [0, -3, 1]], [[1, -1, 3], [2, 0, -1]], [2, 1, sp.Rational(-1, 2)]
+    e = sp.Rational(1, 10**5)
+    exact_rows = lambda rows: [[sp.Integer(v) for v in r] for r in rows]  # noqa: E731
+    exact = ln.backward_closed_form(exact_rows(x), exact_rows(dy), weight=w, eps=e)
+    with mpmath.workdps(50):
+        mp = lambda rows: [[mpmath.mpf(v) for v in r] for r in rows]  # noqa: E731
+        got = ln.backward_closed_form(
+            mp(x), mp(dy), weight=[mpmath.mpf(2), 1, -0.5], eps=mpmath.mpf(e.p) / e.q
+        )
+        flat = lambda r: [*sum(r[0], []), *r[1], *r[2]]  # noqa: E731
+        for a, b in zip(flat(got), flat(exact), strict=True):
+            assert abs(a - mpmath.mpf(str(sp.N(b, 50)))) < mpmath.mpf(10) ** -45
 
 
 def test_unit_weight_row_is_batchnorm_channel():

@@ -145,7 +145,7 @@ def backward_closed_form(
     Each group of each sample is one row of :func:`theory.layernorm.backward_closed_form` with the
     per-element weight w_c (repeated over the channel's spatial positions); dweight_c and dbias_c
     gather the row results of channel c over samples and positions. Works on numbers, mpmath or
-    SymPy.
+    SymPy (SymPy numbers for exact results: Python ints divide to floats).
     """
     if not x or len(x) != len(dy):
         raise ValueError(f"len(x)={len(x)}, len(dy)={len(dy)}: pass equal, non-empty batches")

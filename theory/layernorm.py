@@ -141,7 +141,8 @@ def backward_closed_form(
 
     dx_j = 1/(n sigma) [n g_j - sum g - xhat_j sum(g xhat)] per row, g = dy * weight;
     dweight_j = sum over rows of dy_j xhat_j; dbias_j = sum over rows of dy_j.
-    ``weight=None`` is a weight of ones. Works on numbers, mpmath or SymPy.
+    ``weight=None`` is a weight of ones. Works on numbers, mpmath or SymPy (SymPy numbers
+    for exact results: Python ints divide to floats).
     """
     if not x or len(x) != len(dy):
         raise ValueError(

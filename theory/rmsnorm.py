@@ -126,7 +126,7 @@ def backward_closed_form(
     dx_j = (1/r) [g_j - xhat_j mean(g xhat)] per row, r = sqrt(ms + eps), xhat = x/r,
     g = dy * weight; dweight_j = sum over rows of dy_j xhat_j. ``weight=None`` is ones; ``eps``
     is a number here (resolve torch's None with :func:`default_eps`). Works on numbers, mpmath
-    or SymPy.
+    or SymPy (SymPy numbers for exact results: Python ints divide to floats).
     """
     if not x or len(x) != len(dy):
         raise ValueError(

@@ -653,8 +653,9 @@ def group_norm_forward_tolerance(
 ) -> np.ndarray:
     """Per-element bound on |y_computed - y| for group norm: :func:`layer_norm_forward_tolerance`
     with rows = the (N, G) groups of n = (C/G) prod(spatial) values and the per-channel affine
-    broadcast over each channel's positions (Wu & He 2018; the bounds' theorems as there).
-    ``mean``, ``var``, ``spread``: per group, shape (N, G)."""
+    broadcast over each channel's positions (Wu & He 2018): Higham & Mary 2019, Thm 2.4 and
+    Chan, Golub & LeVeque 1983 for the group statistics, the standard model (Higham 2002, eq. 2.4)
+    for the elementwise steps. ``mean``, ``var``, ``spread``: per group, shape (N, G)."""
     c, n = _group_rows(x_hat, num_groups)
     nd = np.ndim(x_hat)
     return layer_norm_forward_tolerance(
@@ -686,7 +687,8 @@ def group_norm_backward_tolerance(
 ) -> tuple:
     """Bounds on (dx, dweight, dbias) of group norm: dx is layer norm's row bound on each group
     (:func:`layer_norm_backward_tolerance`, n = (C/G) prod(spatial), g = dy * weight[c]);
-    dweight and dbias, shape (C,), reduce over the N prod(spatial) values of each channel."""
+    dweight and dbias, shape (C,), reduce over the N prod(spatial) values of each channel
+    (Higham & Mary 2019, Thm 2.4, with that reduction length)."""
     c, n = _group_rows(x_hat, num_groups)
     shape = np.shape(x_hat)
     rows = _layer_norm_rows(x_hat, n=n, mean=mean, var=var, eps=eps, prec=prec, spread=spread)
