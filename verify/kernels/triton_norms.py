@@ -413,6 +413,9 @@ def row_config(
     bd = min(p2(max(d, 1)), cap)
     tile = _INTERPRETER_TILE if INTERPRETED else _GPU_TILE
     bm = max(1, min(p2(max(m, 1)), tile // bd))
+    if programs is not None:
+        # Tiles of few enough rows that M holds `programs` of them.
+        bm = max(1, min(bm, 1 << (max(m // programs, 1).bit_length() - 1)))
     blocks = cdiv(max(m, 1), bm)
     if programs is not None:
         chosen = programs
