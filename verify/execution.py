@@ -47,15 +47,25 @@ class Job:
     checks: tuple[str, ...]
     # The Target itself, for in-process runs of a target that has no name to resolve by.
     resolved: Target | None = field(default=None, compare=False, repr=False)
+    # Stop at the first failed check (the mutant catalog: one kill is enough).
+    stop_at_failure: bool = False
 
     @classmethod
-    def of(cls, target: Target, checks: Sequence[str], *, spec: str | None = None) -> Job:
+    def of(
+        cls,
+        target: Target,
+        checks: Sequence[str],
+        *,
+        spec: str | None = None,
+        stop_at_failure: bool = False,
+    ) -> Job:
         return cls(
             spec=spec or target.name,
             target=target.name,
             family=target.family,
             checks=tuple(checks),
             resolved=target,
+            stop_at_failure=stop_at_failure,
         )
 
 
@@ -130,7 +140,10 @@ def _run_in_process(job: Job, execution: Execution, *, on_start, emit) -> None:
     for name in job.checks:
         if on_start:
             on_start(job.target, name)
-        emit(_one(target, name, execution))
+        result = _one(target, name, execution)
+        emit(result)
+        if job.stop_at_failure and result.status == Status.FAILED:
+            return
 
 
 def isolation_error(job: Job, check: str, why: str, **extra) -> Result:
@@ -167,7 +180,10 @@ def _worker(conn, execution: Execution, threads: int) -> None:
             continue
         for name in job.checks:
             conn.send(("start", name))
-            conn.send(("result", _one(target, name, execution)))
+            result = _one(target, name, execution)
+            conn.send(("result", result))
+            if job.stop_at_failure and result.status == Status.FAILED:
+                break
         conn.send(("done", None))
 
 

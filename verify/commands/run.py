@@ -30,7 +30,7 @@ from verify.resolve import TargetError, resolve
 from verify.result import Result, Status
 from verify.stages.base import PlannedStage, plan_stage, run_stage
 from verify.stages.registry import STAGES
-from verify.targets import builtin
+from verify.targets import builtin, variants
 from verify.targets.base import Target
 
 
@@ -80,7 +80,12 @@ def plan(args: argparse.Namespace) -> RunPlan:
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError(f"--timeout={args.timeout}: give a positive number of seconds")
     baseline = _baseline(args.baseline)
-    targets = resolve_targets(args.target, args.family)
+    choice = variants.Choice(
+        dtypes=tuple(args.dtype) if args.dtype else None,
+        layouts=tuple(args.layout) if args.layout else None,
+        device=args.device,
+    )
+    targets = resolve_targets(args.target, args.family, choice=choice)
     stages = plan_stages(args, targets)
     out = args.out or default_out()
     stream_path = out / results.FILENAME
@@ -120,14 +125,38 @@ def _baseline(path: Path | None) -> dict | None:
         raise UsageError(f"--baseline {path}: {exc}") from None
 
 
-def resolve_targets(specs: list[str] | None, families: list[str] | None):
-    """[(spec, Target)]: the spec is what a worker process resolves again."""
+def resolve_targets(
+    specs: list[str] | None, families: list[str] | None, *, choice: variants.Choice | None = None
+):
+    """[(spec, Target)]: the spec is what a worker process resolves again. A drop-in class
+    becomes one target per variant it declares and the run asks for (dtype x layout)."""
     if not specs:
         return [(t.name, t) for t in builtin() if not families or t.family in families]
-    try:
-        return [(s, resolve(s)) for s in specs]
-    except TargetError as exc:
-        raise UsageError(str(exc)) from None
+    choice = choice or variants.Choice()
+    out = []
+    for spec in specs:
+        family = families[0] if families and len(families) == 1 else None
+        try:
+            target = resolve(spec, family=family)
+        except TargetError as exc:
+            raise UsageError(str(exc)) from None
+        if "drop_in" not in target.options or "variant" in target.options:
+            out.append((spec, target))
+            continue
+        try:
+            expanded = variants.expand(target, choice)
+        except ValueError as exc:  # a class attribute that names no dtype or layout
+            raise UsageError(f"--target {spec}: {exc}") from None
+        if not expanded:
+            raise UsageError(
+                f"--target {spec}: no variant left: the class supports "
+                f"{variants.declared(target.factory, 'varguard_dtypes', variants.DTYPES)} x "
+                f"{variants.declared(target.factory, 'varguard_layouts', variants.LAYOUT_VARIANTS)}"
+                f" on {variants.declared(target.factory, 'varguard_devices', variants.DEVICES)}; "
+                f"widen --dtype/--layout/--device"
+            )
+        out += [(v.name, v) for v in expanded]
+    return out
 
 
 def plan_jobs(targets, families: list[str] | None, done: set[tuple[str, str]]) -> list[Job]:

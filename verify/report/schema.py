@@ -2,8 +2,9 @@
 
 Version 2 added "converge" (the ResNet-50 convergence job, whose gated checks are also results of
 family "converge") and "bench" (the kernel benchmarks). Version 3 has one key per registered stage
-(verify/stages: "depth", "converge", "bench"), null when the run had no such stage. Older
-reports still load (as baselines for the gate), read as having none of the newer keys.
+(verify/stages: "depth", "converge", "bench"), null when the run had no such stage. Version 4
+adds "coverage": per target, the configurations its cases reached (verify/report/coverage.py).
+Older reports still load (as baselines for the gate), read as having none of the newer keys.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
+from verify.report import coverage
 from verify.result import STATUSES
 
 SCHEMA = "varguard.report"
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 #: The stage sections each version has (null when the run had no such stage).
 SECTIONS_SINCE = {2: ("converge", "bench"), 3: ("depth",)}
 
@@ -80,6 +82,7 @@ def build(
         },
         "summary": summary,
         "results": entries,
+        "coverage": coverage.build(entries),
         **sections,
     }
 
@@ -94,6 +97,9 @@ def validate(report: dict) -> dict:
             f"reads versions {READABLE_VERSIONS}"
         )
     version = report["schema_version"]
+    if version >= 4 and not isinstance(report.get("coverage"), dict):
+        raise SchemaError("a version-4 report has 'coverage' (an object); it is missing")
+    report.setdefault("coverage", {})
     for key in _all_sections():
         if key in sections_of(version) and key not in report:
             raise SchemaError(
