@@ -894,6 +894,57 @@ def residual_add_backward_tolerance(dresidual_out, dnorm, tol_dnorm, prec: Preci
     return (1 + rel) * np.asarray(tol_dnorm, dtype=np.float64) + rel * np.abs(d) + _tiny(prec)
 
 
+def one_pass_variance_error(n: int, mean, var, prec: Precision, *, spread=None) -> np.ndarray:
+    """How far a variance computed in one pass, E[x^2] - E[x]^2, over n values may be off: the
+    algorithm Chan, Golub & LeVeque warn against. Not a tolerance (no correct kernel computes
+    it): the size of a known defect, to tell the cases it fails apart from the others.
+
+    The n-term sum of squares carries gamma~_n of its value n (var + mean^2) (Higham & Mary
+    2019, Thm 2.4), the squares and the division by n one rounding each (2 u_acc), and the
+    subtraction one more (u_acc): (gamma~_n + 3 u_acc)(var + mean^2); mean^2 moves by
+    2 |mean| d_mean with d_mean of :func:`bn_statistics_error`. Relative to var that grows like
+    kappa^2 (gamma~_n + 3 u_acc), where the two-pass and Welford error (:func:`bn_statistics_error`)
+    grows like kappa gamma~_n: one-pass exceeds the bound once kappa is past a few.
+    """
+    mean = np.asarray(mean, dtype=np.float64)
+    var = np.asarray(var, dtype=np.float64)
+    d_mean, _ = bn_statistics_error(n, mean, var, prec, spread=spread)
+    g = gamma_prob(n, prec.u_acc)
+    return (g + 3 * prec.u_acc) * (var + mean**2) + 2 * np.abs(mean) * d_mean
+
+
+def rms_moments_tolerance(x_hat: np.ndarray, tol: np.ndarray, axes) -> np.ndarray:
+    """Bound on |mean(y_t^2) - mean(x_hat^2)| of a computed RMS-normalised output y_t over
+    ``axes``, given |y_t - x_hat| <= tol element-wise (:func:`rms_norm_forward_tolerance`).
+
+    With y_t = x_hat + e: y_t^2 - x_hat^2 = 2 x_hat e + e^2, so the mean square moves by at
+    most mean(2 |x_hat| tol + tol^2). The companion of :func:`bn_moments_tolerance` (mean and
+    variance, for the centred norms) for RMSNorm's oracle ms/(ms + eps).
+    """
+    ax = np.abs(np.asarray(x_hat, dtype=np.float64))
+    t = np.asarray(tol, dtype=np.float64)
+    return (2 * ax * t + t * t).mean(axis=axes) + 1e-15
+
+
+def stored_tolerance(tol, exact, *, dtype: str, prec: Precision) -> np.ndarray:
+    """Bound on a result whose bound ``tol`` was derived for storage in ``prec.storage`` (its
+    last term, u |result|, is that rounding) when the result is stored in ``dtype`` instead: a
+    parameter gradient comes back in the parameter's dtype, which may be coarser than the
+    activations' (bfloat16 weights with float32 activations).
+
+    The standard model (Higham 2002, eq. 2.4): the stored value is fl(v) = v (1 + delta),
+    |delta| <= u_d, so |fl(v) - exact| <= |v - exact| + u_d |v| <= tol + u_d (|exact| + tol).
+    A dtype as fine as the storage's or finer adds nothing: ``tol`` already has a rounding at
+    least as coarse. Below the dtype's smallest normal the rounding is absolute: the floor of
+    the model, its smallest normal (subnormals may be flushed), as for every bound here."""
+    tol = np.asarray(tol, dtype=np.float64)
+    u_d = unit_roundoff(dtype)
+    if u_d <= prec.u:
+        return tol
+    floor = _tiny(Precision.of(dtype))
+    return tol + u_d * (np.abs(np.asarray(exact, dtype=np.float64)) + tol) + floor
+
+
 # --- oracles: the model itself, printed by `varguard theory` ------------------------------------
 
 n, u, lam, k = sp.symbols("n u lambda kappa", positive=True)
