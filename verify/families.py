@@ -20,7 +20,7 @@ import pkgutil
 from collections.abc import Callable, Iterable
 from types import ModuleType
 
-FAMILIES = ("batchnorm", "init", "selu", "residual", "layernorm", "rmsnorm", "groupnorm")
+FAMILIES = ("batchnorm", "init", "selu", "residual", "layernorm", "rmsnorm", "groupnorm", "prenorm")
 
 
 def module_name(layer: str, family: str) -> str:
