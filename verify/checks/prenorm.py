@@ -390,9 +390,7 @@ HALF_DBIAS_ACCUMULATION = {
             checks=("prenorm.backward", "prenorm.param_dtypes"),
             applies_to=functools.partial(
                 lambda target, dtype: (
-                    target.factory is AddLayerNorm
-                    and target.dtype == dtype
-                    and target.device == "cpu"
+                    rows.runs_forward_of(target, (AddLayerNorm,)) and target.dtype == dtype
                 ),
                 dtype=dtype,
             ),

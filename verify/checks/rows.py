@@ -366,6 +366,18 @@ def measure_normalized_shape(spec: Spec, target: Target, case) -> Measurement:
     return Measurement(c.ratio, c.message())
 
 
+def runs_forward_of(target: Target, classes: tuple[type, ...]) -> bool:
+    """Whether ``target`` runs one of ``classes``' own forward on the CPU: the class itself, or
+    a user's subclass that does not override it (a drop-in of torch's module runs torch's
+    kernel, defects included)."""
+    factory = target.factory
+    return (
+        target.device == "cpu"
+        and isinstance(factory, type)
+        and any(issubclass(factory, c) and factory.forward is c.forward for c in classes)
+    )
+
+
 def sequential_half_sum(dy: np.ndarray, *, dtype: str, param_dtype: str) -> np.ndarray:
     """The column sums of ``dy`` (rows, n) as torch 2.13's CPU layer norm backward forms dbias
     for half-precision activations: the rows added one after another with the running sum
@@ -412,6 +424,7 @@ __all__ = [
     "param_dtype_known",
     "poisoned_memory",
     "real_channels_last",
+    "runs_forward_of",
     "sequential_half_sum",
     "twin",
 ]
