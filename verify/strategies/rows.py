@@ -255,12 +255,19 @@ def split(draw, total: int, dims: int, *, low: int = 1) -> tuple[int, ...]:
     return tuple(out)
 
 
+#: The edges of the tiles long rows are cut into (1k to 16k elements): 2^k - 1, 2^k, 2^k + 1.
+TILE_EDGES = tuple(v for k in range(10, 15) for v in (2**k - 1, 2**k, 2**k + 1))
+
+
 def hidden_sizes(cap: int) -> st.SearchStrategy[int]:
-    """A row length up to ``cap``: tile edges (2^k - 1, 2^k, 2^k + 1), real models' hidden
-    sizes, anything between."""
-    models = [h for h in MODEL_HIDDEN if h <= cap]
-    edges = sizes(min_value=1, max_value=max(1, cap))
-    return st.one_of(edges, st.sampled_from(models)) if models else edges
+    """A row length up to ``cap``: any size (favouring every power of two's neighbours), the
+    long rows' tile edges, real models' hidden sizes, and the longest row there is room for."""
+    choices = [sizes(min_value=1, max_value=max(1, cap)), st.just(max(1, cap))]
+    for group in (TILE_EDGES, MODEL_HIDDEN):
+        fitting = [h for h in group if h <= cap]
+        if fitting:
+            choices.append(st.sampled_from(fitting))
+    return st.one_of(*choices)
 
 
 @st.composite
@@ -410,6 +417,7 @@ __all__ = [
     "MODEL_HIDDEN",
     "PARAM_DTYPES",
     "ROW_RANKS",
+    "TILE_EDGES",
     "RowCase",
     "dimensions",
     "drawn_shape",
