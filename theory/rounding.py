@@ -947,14 +947,17 @@ def stored_tolerance(tol, exact, *, dtype: str, prec: Precision) -> np.ndarray:
 
     The standard model (Higham 2002, eq. 2.4): the stored value is fl(v) = v (1 + delta),
     |delta| <= u_d, so |fl(v) - exact| <= |v - exact| + u_d |v| <= tol + u_d (|exact| + tol).
-    A dtype as fine as the storage's or finer adds nothing: ``tol`` already has a rounding at
-    least as coarse. Below the dtype's smallest normal the rounding is absolute: the floor of
-    the model, its smallest normal (subnormals may be flushed), as for every bound here."""
+    A dtype as fine as the storage's or finer adds nothing relative: ``tol`` already has a
+    rounding at least as coarse. Below the dtype's smallest normal the rounding is absolute:
+    the floor of the model, its smallest normal (subnormals may be flushed), as for every bound
+    here; that one is added always, since a dtype finer near 1 may be coarser near 0 (float16's
+    subnormals, 6e-8 apart, under bfloat16's, measured: a float16 dbias of 3.6e-6 beside
+    bfloat16 activations, 1.2 of the bound without it)."""
     tol = np.asarray(tol, dtype=np.float64)
     u_d = unit_roundoff(dtype)
-    if u_d <= prec.u:
-        return tol
     floor = _tiny(Precision.of(dtype))
+    if u_d <= prec.u:
+        return tol + floor
     return tol + u_d * (np.abs(np.asarray(exact, dtype=np.float64)) + tol) + floor
 
 
