@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import ENV
 
 from verify.checks import batchnorm as bn_checks
 from verify.checks.base import run_check
@@ -78,6 +79,8 @@ def test_failure_carries_a_runnable_reproduction_script(tmp_path):
     assert "exceed the bound" in r.message and "allowed" in r.message
     script = tmp_path / "repro.py"
     script.write_text(r.repro)
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=ENV
+    )
     assert out.returncode == 1, out.stderr
     assert "exceed the bound" in out.stdout

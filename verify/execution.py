@@ -25,11 +25,12 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from verify import corpus as corpus_files
-from verify.checks import get_check
+from verify.checks import all_checks, get_check
 from verify.checks.base import run_check
 from verify.profiles import Profile, get_profile
 from verify.resolve import resolve
 from verify.result import Result, Status
+from verify.targets import builtin
 from verify.targets.base import Target
 
 #: Seconds a fresh worker may take to import torch, Hypothesis and theory/ before its first
@@ -165,6 +166,9 @@ def _worker(conn, execution: Execution, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    # Import every family's checks and targets now, not inside the first check's time limit.
+    all_checks()
+    builtin()
     while True:
         try:
             message = conn.recv()

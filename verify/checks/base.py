@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ from hypothesis import target as hypothesis_target
 from verify.assertions import describe_bound
 from verify.profiles import Profile
 from verify.result import Result, Status, repro_filename
+from verify.strategies.pins import CHOSEN, pinned
 from verify.targets.base import Target
 from verify.targets.variants import refusal
 
@@ -333,36 +335,54 @@ def run_check(
 
     n = check.max_examples(profile) if check.max_examples else _examples(target, profile)
 
-    @settings(
-        max_examples=n,
-        deadline=None,
-        database=None,
-        print_blob=False,
-        report_multiple_bugs=False,
-        suppress_health_check=list(HealthCheck),
-        phases=[Phase.explicit, Phase.generate, Phase.target, Phase.shrink],
-    )
-    @given(case=check.cases(target, profile))
-    def search(case):
-        if known_defect(case):
-            reject()  # reported below, from the defect's own example
-        m = measure(case)
-        hypothesis_target(
-            min(m.ratio, RATIO_CAP) if not math.isnan(m.ratio) else RATIO_CAP, label="error/allowed"
+    def search(examples: int, seed_: int) -> None:
+        @settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            print_blob=False,
+            report_multiple_bugs=False,
+            suppress_health_check=list(HealthCheck),
+            phases=[Phase.explicit, Phase.generate, Phase.target, Phase.shrink],
         )
-        if not m.ok:
-            raise CheckFailed(m)
+        @given(case=check.cases(target, profile))
+        def one(case):
+            if known_defect(case):
+                reject()  # reported below, from the defect's own example
+            m = measure(case)
+            hypothesis_target(
+                min(m.ratio, RATIO_CAP) if not math.isnan(m.ratio) else RATIO_CAP,
+                label="error/allowed",
+            )
+            if not m.ok:
+                raise CheckFailed(m)
 
-    try:
-        hypothesis_seed(seed)(search)()
-    except CheckFailed as exc:
-        # Hypothesis replays the shrunk example last, so state["last"] is the minimal case.
-        return finish(Status.FAILED, exc.measurement.message, state["last"], "search")
-    except Exception as exc:
-        why = refusal(exc, target) if state["n"] <= 1 else None
-        if why:
-            return finish(Status.SKIPPED, why)
-        return finish(Status.ERROR, describe_exception(exc), state["last"], "search")
+        hypothesis_seed(seed_)(one)()
+
+    # The search, then a few cases for each declared value it did not reach, that value pinned.
+    # The gaps are read after the search: its tally, and the dimensions its strategy drew with
+    # choose() (CHOSEN fills at draw time).
+    def steps():
+        yield "search", None
+        if check.dimensions is not None:
+            yield from (("search", pin) for pin in _gaps(check, target, profile, tally))
+
+    for found_by, pin in steps():
+        try:
+            if pin is None:
+                search(n, search_seed(seed, check.name))
+            else:
+                with pinned(dict([pin])):
+                    search(GAP_EXAMPLES, search_seed(seed, f"{check.name}:{pin}"))
+        except CheckFailed as exc:
+            # Hypothesis replays the shrunk example last, so state["last"] is the minimal case.
+            by = found_by if pin is None else f"{found_by}, {pin[0]} = {pin[1]} pinned"
+            return finish(Status.FAILED, exc.measurement.message, state["last"], by)
+        except Exception as exc:
+            why = refusal(exc, target) if state["n"] <= 1 else None
+            if why:
+                return finish(Status.SKIPPED, why)
+            return finish(Status.ERROR, describe_exception(exc), state["last"], found_by)
     worst = state["worst"]
     result = finish(
         Status.PASSED,
@@ -386,6 +406,30 @@ def _report_defects(check: Check, target: Target, defects, result: Result) -> No
         )
     if notes:
         result.extra["known_defects"] = notes
+
+
+#: Cases run for each declared coverage value the search left unreached, with the value pinned.
+GAP_EXAMPLES = 3
+
+
+def _gaps(check: Check, target: Target, profile: Profile, tally: dict) -> list[tuple[str, str]]:
+    """The declared (dimension, value) pairs no case of the search reached, in declared order.
+    Only dimensions a strategy drew with verify.strategies.pins.choose can be pinned; the
+    others' gaps stay flagged in the report."""
+    declared = check.dimensions(target, profile)
+    return [
+        (dim, value)
+        for dim, values in declared.items()
+        for value in values
+        if dim in CHOSEN and not tally.get(dim, {}).get(value, [0])[0]
+    ]
+
+
+def search_seed(seed: int, check: str) -> int:
+    """The Hypothesis seed of one check's search: the run's seed and the check's name, so that
+    checks drawing from one strategy explore different cases (with one seed for all, every check
+    of a family would draw the same ones), and a run stays reproducible."""
+    return seed * 1_000_003 + zlib.crc32(check.encode())
 
 
 def _count(tally: dict, labels: dict, *, passed: bool) -> None:

@@ -23,6 +23,7 @@ from verify.adapters import batchnorm as adapter
 from verify.adapters.base import layout_of, to_input
 from verify.assertions import EXACT, Times, argmax_index, compare, input_changed, worst
 from verify.checks.base import Checks, KnownDefect, Measurement
+from verify.dimensions import LAYOUTS
 from verify.strategies.batchnorm import (
     BNCase,
     bn_cases,
@@ -96,16 +97,31 @@ def _known(target: Target) -> list[BNCase]:
         ),  # small variance: eps placement matters; cumulative average
         known(shape=shape_for(target, 64, 2, 32, 32), log10_scale=1.0, seed=5),  # 65536 sums
         *_known_tiles(target),
-    ]
+    ][: 3 if target.compile else None]  # each new shape recompiles (~2 s on a CPU)
 
 
 def _known_tiles(target: Target) -> list[BNCase]:
-    """Tile boundaries of channels_last kernels (a channel count past 64; a reduction past 4096
-    values with a channel count that is no power of two), where the target takes that layout."""
-    if 4 not in target.ranks or "channels_last" not in (target.layouts or ("channels_last",)):
-        return []
+    """The layout paths a kernel takes: each kind of view (strided, expanded, offset); then, for
+    channels_last input, the input and gradient both channels_last, a channel count past 64, and
+    a reduction past 4096 values with a channel count that is no power of two (4-D)."""
+    rank = max(target.ranks)
+    layouts = target.layouts or LAYOUTS
+    views = [
+        BNCase(shape=shape_for(target, 4, 3, 5, 6), dtype=target.dtype, x_layout=v, seed=9)
+        for v in ("strided", "expanded", "offset")
+        if v in layouts
+    ]
+    if rank < 4 or "channels_last" not in layouts:
+        return views
     known = functools.partial(BNCase, dtype=target.dtype, x_layout="channels_last")
-    return [known(shape=(2, 65, 4, 4), seed=6), known(shape=(2, 3, 48, 48), seed=7)]
+    cases = [
+        *views,
+        known(shape=(2, 3) + (3,) * (rank - 2), dy_layout="channels_last", seed=8),
+        known(shape=(2, 65) + (2,) * (rank - 2), seed=6),
+    ]
+    if rank == 4:
+        cases.append(known(shape=(2, 3, 48, 48), seed=7))
+    return cases
 
 
 def _reference(case: BNCase, values: np.ndarray):

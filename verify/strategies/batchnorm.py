@@ -26,11 +26,13 @@ from verify.dimensions import LAYOUTS
 from verify.strategies.common import (
     DISTRIBUTIONS,
     band,
+    banded_sizes,
     edge_class,
     log_band,
     round_to,
     sizes,
 )
+from verify.strategies.pins import choose, pin
 from verify.targets.base import Target
 
 #: Largest finite float16 is 65504: "near the float16 limit" draws magnitudes up to this.
@@ -66,6 +68,7 @@ class BNCase:
     track_running_stats: bool = True
     x_layout: str = "contiguous"  # verify.targets.variants.LAYOUTS
     dy_layout: str = "contiguous"
+    grad_law: str = "normal"  # GRAD_LAWS: the incoming gradient's values
     steps: int = 1  # training steps, for the running-statistics check
     program: tuple[str, ...] = ()  # STEPS in order, for the mode-switching check
 
@@ -90,6 +93,7 @@ class BNCase:
             "rank": f"{len(self.shape)}-D",
             "x layout": self.x_layout,
             "dy layout": self.dy_layout,
+            "dy law": self.grad_law,
             "affine": str(self.affine),
             "track_running_stats": str(self.track_running_stats),
             "momentum": momentum_label(self.momentum),
@@ -220,10 +224,25 @@ def make_affine(case: BNCase) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_grad(case: BNCase, *, step: int = 0) -> np.ndarray:
-    """The incoming gradient: standard normal, rounded; repeated along its axis if expanded."""
+    """The incoming gradient in the case's law (GRAD_LAWS), rounded; repeated along its axis
+    if expanded."""
     rng = np.random.default_rng([case.seed, 20_000, step])
     shape = _drawn_shape(case.shape, case.dy_layout)
-    return np.broadcast_to(round_to(rng.normal(size=shape), case.dtype), case.shape).copy()
+    dy = rng.normal(size=shape)
+    bshape = (1, shape[1]) + (1,) * (len(shape) - 2)
+    if case.grad_law == "offset":
+        # A per-channel mean 1-100 times the spread (a loss through a bias or a mean): dx
+        # subtracts it again, so a sum of dy accumulated coarsely shows.
+        dy = dy + 10.0 ** rng.uniform(0.0, 2.0, size=bshape) * rng.choice([-1.0, 1.0], bshape)
+    elif case.grad_law == "sparse":
+        dy = dy * (rng.uniform(size=shape) < rng.uniform(0.1, 0.5))  # behind a ReLU: mostly 0
+    return np.broadcast_to(round_to(dy, case.dtype), case.shape).copy()
+
+
+#: The two values of a boolean constructor argument, by coverage label.
+BOOLS = {"True": True, "False": False}
+#: The incoming gradient's laws: zero-mean normal, offset per channel, mostly zeros.
+GRAD_LAWS = ("normal", "offset", "sparse")
 
 
 # --- the search -----------------------------------------------------------------------------
@@ -245,7 +264,7 @@ MAX_BATCH, MAX_CHANNELS = 8193, 8193
 def shapes(draw, *, ranks: tuple[int, ...], max_elements: int, min_m: int = 2):
     """(N, C, *spatial) of a rank in ``ranks``, at most ``max_elements`` elements, at least
     ``min_m`` values per channel; one dimension is drawn large, the others to fit."""
-    rank = draw(st.sampled_from(sorted(ranks)))
+    rank = draw(choose("rank", {f"{r}-D": r for r in sorted(ranks)}))
     emphasis = (
         draw(st.sampled_from(EMPHASES))
         if rank > 2
@@ -256,17 +275,20 @@ def shapes(draw, *, ranks: tuple[int, ...], max_elements: int, min_m: int = 2):
     def size(cap: int, low: int = 1) -> int:
         return draw(sizes(min_value=low, max_value=max(low, cap)))
 
+    def wide(cap: int, edges: tuple) -> int:
+        return draw(banded_sizes(max_value=max(1, cap), edges=edges))
+
     if emphasis == "batch":
         c = size(8)
         s = size(4) if rank > 2 else 1
-        n = size(min(MAX_BATCH, budget // (c * s)), low=1)
+        n = wide(min(MAX_BATCH, budget // (c * s)), N_BANDS)
     elif emphasis == "channels":
         n = size(4, low=1)
         s = size(4) if rank > 2 else 1
-        c = size(min(MAX_CHANNELS, budget // (n * s)))
+        c = wide(min(MAX_CHANNELS, budget // (n * s)), C_BANDS)
     elif emphasis == "spatial":
         n, c = size(2), size(3)
-        s = size(budget // (n * c))
+        s = wide(budget // (n * c), S_BANDS)
     else:
         c = size(min(64, budget // min_m))
         n = size(min(64, max(1, budget // c)))
@@ -292,13 +314,25 @@ def split_spatial(draw, s: int, dims: int) -> tuple[int, ...]:
 
 
 def momenta() -> st.SearchStrategy[float | None]:
-    return st.one_of(st.sampled_from([0.1, None, 0.0, 1.0]), st.floats(0.0, 1.0))
+    """The three special values (None: a cumulative average; 0: frozen; 1: the batch's) and
+    the values between (torch's default 0.1 or any), evenly by coverage label."""
+    return choose(
+        "momentum",
+        {
+            "(0, 1)": st.one_of(
+                st.just(0.1), st.floats(0.0, 1.0, exclude_min=True, exclude_max=True)
+            ),
+            "None (cumulative)": None,
+            "0": 0.0,
+            "1": 1.0,
+        },
+    )
 
 
 def epsilons() -> st.SearchStrategy[float]:
     """eps from 1e-12 to 1e-1, the usual values first: log-uniform between."""
     return st.one_of(
-        st.sampled_from([1e-5, 1e-3, 1e-1, 1e-8, 1e-12]),
+        st.sampled_from([1e-5, 1e-3, 1e-1, 1e-8, 1e-12, 1e-10]),
         st.floats(-12.0, -1.0).map(lambda e: float(10.0**e)),
     )
 
@@ -335,11 +369,16 @@ def bn_cases(
     shape = draw(shapes(ranks=target.ranks, max_elements=per_step, min_m=min_m))
     x_choices = valid_layouts(shape, target.layouts or LAYOUTS) or ("contiguous",)
     lo, hi = DTYPE_SCALE[dtype]
-    dist = draw(st.sampled_from(sorted(DISTRIBUTIONS)))
+    dist = draw(choose("distribution", sorted(DISTRIBUTIONS)))
     if dist == "near_float16_max" and dtype not in ("float16", "float32"):
         dist = "normal"
+    x_layout = draw(choose("x layout", x_choices))
+    # The gradient usually comes back in the input's layout (a network keeps one); half the
+    # time it is drawn on its own, which makes the mixed pairs.
+    own = pin("dy layout") is not None or draw(st.booleans())
+    dy_layout = draw(choose("dy layout", valid_layouts(shape))) if own else x_layout
     program = draw(programs(max_steps=max_program)) if max_program else ()
-    track = draw(st.booleans()) if max_program or min_m == 1 else True
+    track = draw(choose("track_running_stats", BOOLS)) if max_program or min_m == 1 else True
     # A target may fix a constructor argument it has no meaning without (conv-BN folding needs
     # running statistics): options={"fixed": {"track_running_stats": True}}.
     track = target.options.get("fixed", {}).get("track_running_stats", track)
@@ -354,10 +393,11 @@ def bn_cases(
         seed=draw(st.integers(0, 2**32 - 1)),
         eps=draw(epsilons()),
         momentum=draw(momenta()) if vary_momentum else 0.1,
-        affine=draw(st.booleans()),
+        affine=draw(choose("affine", BOOLS)),
         track_running_stats=track,
-        x_layout=draw(st.sampled_from(x_choices)),
-        dy_layout=draw(st.sampled_from(valid_layouts(shape))),
+        x_layout=x_layout,
+        dy_layout=dy_layout,
+        grad_law=draw(choose("dy law", GRAD_LAWS)),
         steps=steps,
         program=program,
     )
@@ -377,6 +417,7 @@ def dimensions(target: Target, *, max_elements: int) -> dict[str, tuple[str, ...
         "rank": tuple(f"{r}-D" for r in ranks),
         "x layout": tuple(x_layouts),
         "dy layout": tuple(dy_layouts),
+        "dy law": GRAD_LAWS,
         "affine": ("True", "False"),
         "track_running_stats": ("True", "False"),
         "momentum": ("(0, 1)", "None (cumulative)", "0", "1"),
