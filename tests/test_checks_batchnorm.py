@@ -6,9 +6,11 @@ import subprocess
 import sys
 
 import pytest
+from helpers import ENV
 
 from verify.checks import batchnorm as bn_checks
 from verify.checks.base import run_check
+from verify.mutants import catalog
 from verify.mutants.batchnorm import MUTANTS
 from verify.profiles import get_profile
 from verify.result import Status
@@ -22,8 +24,13 @@ def _run_all(target, seed):
     return [run_check(c, target, QUICK, seed=seed) for c in bn_checks.CHECKS]
 
 
-@pytest.mark.parametrize("seed", [0, 7])
-@pytest.mark.parametrize("target", [t for t in CPU_TARGETS if not t.compile], ids=lambda t: t.name)
+@pytest.mark.parametrize(
+    "target, seed",
+    # One seed each here, a different one per target; the 20-seed sweep is measured apart
+    # (README, "No false alarms").
+    [(t, 7 * i) for i, t in enumerate(t for t in CPU_TARGETS if not t.compile)],
+    ids=lambda v: v.name if hasattr(v, "name") else str(v),
+)
 def test_real_target_passes_every_check(target, seed):
     results = _run_all(target, seed)
     bad = [
@@ -52,7 +59,9 @@ def test_gpu_targets_skip_with_reason_here():
         assert r.status == Status.SKIPPED and "CUDA" in r.message
 
 
-@pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.name)
+@pytest.mark.parametrize(
+    "mutant", [m for m in catalog() if m.family == "batchnorm"], ids=lambda m: m.name
+)
 def test_mutant_is_caught_by_its_checks(mutant):
     for name in mutant.caught_by:
         check = next(c for c in bn_checks.CHECKS if c.name == name)
@@ -70,6 +79,8 @@ def test_failure_carries_a_runnable_reproduction_script(tmp_path):
     assert "exceed the bound" in r.message and "allowed" in r.message
     script = tmp_path / "repro.py"
     script.write_text(r.repro)
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=ENV
+    )
     assert out.returncode == 1, out.stderr
     assert "exceed the bound" in out.stdout

@@ -61,7 +61,10 @@ def test_run_a_user_class_from_outside_the_project(tmp_path):
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "mybn.py").write_text(textwrap.dedent(USER_BN))
-    ok = varguard("run", "--target", "mypkg.mybn:MyBN", "--profile", "quick", cwd=tmp_path)
+    ok = varguard(
+        "run", "--target", "mypkg.mybn:MyBN", "--dtype", "float32", "--layout", "contiguous",
+        "--profile", "quick", cwd=tmp_path,
+    )  # fmt: skip
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "batchnorm.forward" in ok.stdout and "passed" in ok.stdout
     # The default report folder is reports/<date>-<device> under the working directory.
@@ -72,7 +75,7 @@ def test_run_a_user_class_from_outside_the_project(tmp_path):
     bad = varguard(
         "run",
         "--target",
-        "mypkg.mybn:BrokenBN",
+        "mypkg.mybn:BrokenBN[float32, contiguous]",
         "--profile",
         "quick",
         "--family",
@@ -100,16 +103,11 @@ def test_run_a_user_class_from_outside_the_project(tmp_path):
 
 def test_torch_class_named_like_a_user_class(tmp_path):
     out = varguard(
-        "run",
-        "--target",
-        "torch.nn:BatchNorm2d",
-        "--profile",
-        "quick",
-        "--family",
-        "batchnorm",
-        cwd=tmp_path,
-    )
+        "run", "--target", "torch.nn:BatchNorm1d", "--dtype", "float32", "--layout", "contiguous",
+        "--profile", "quick", "--family", "batchnorm", "--no-depth", cwd=tmp_path,
+    )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
+    assert "torch.nn:BatchNorm1d[float32, contiguous]" in out.stdout
 
 
 def test_mutants_command_kills_the_batchnorm_catalog():
@@ -118,3 +116,16 @@ def test_mutants_command_kills_the_batchnorm_catalog():
     assert "SURVIVED" not in out.stdout
     n = sum(m.family == "batchnorm" for m in catalog())
     assert f"mutation score: {n}/{n} killed" in out.stdout
+    # Each row: the check that killed it first, the cases that took, known case or search.
+    row = next(line for line in out.stdout.splitlines() if line.startswith("bn_eps_on_std"))
+    assert "batchnorm.forward" in row and "known case" in row
+    assert "cases to the kill: median" in out.stdout
+
+
+def test_mutants_without_known_cases_measure_the_search():
+    out = varguard("mutants", "--mutant", "bn_storage_offset_ignored", "--no-known-cases")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "without the fixed known cases" in out.stdout
+    row = next(line for line in out.stdout.splitlines() if line.startswith("bn_storage_offset"))
+    assert "search" in row and "x layout offset" in row
+    assert varguard("mutants", "--mutant", "no_such_mutant").returncode == 2

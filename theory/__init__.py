@@ -1,8 +1,9 @@
 """theory: SymPy derivations, each yielding named oracles with their source.
 
-One module per subject (init, selu, batchnorm, residual, propagation, rounding); each exposes
-``oracles() -> list[Oracle]`` and the named functions checks call. This package gathers the
-oracles into one registry: ``all_oracles()`` and ``get(name)``. Names are ``module.quantity``.
+One module per subject (init, selu, batchnorm, layernorm, rmsnorm, groupnorm, residual, prenorm,
+propagation, rounding); each exposes ``oracles() -> list[Oracle]`` and the named functions checks
+call. This package gathers the oracles into one registry: ``all_oracles()`` and ``get(name)``.
+Names are ``module.quantity``.
 
 An oracle's ``published`` is the value from DESIGN.md's "Oracles to derive" table (or the cited
 source), written so it parses: a decimal number, a list of lists of numbers, or a SymPy formula in
@@ -13,10 +14,32 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from theory import batchnorm, init, propagation, residual, rounding, selu
+from theory import (
+    batchnorm,
+    groupnorm,
+    init,
+    layernorm,
+    prenorm,
+    propagation,
+    residual,
+    rmsnorm,
+    rounding,
+    selu,
+)
 from theory.oracle import DIGITS, Oracle, evaluate
 
-MODULES = (init, selu, batchnorm, residual, propagation, rounding)
+MODULES = (
+    init,
+    selu,
+    batchnorm,
+    layernorm,
+    rmsnorm,
+    groupnorm,
+    residual,
+    prenorm,
+    propagation,
+    rounding,
+)
 
 __all__ = ["DIGITS", "MODULES", "Oracle", "all_oracles", "evaluate", "get"]
 

@@ -151,13 +151,23 @@ def rounding_is_random(m: int, mean, std, prec: Precision) -> np.ndarray:
 
 
 def bulk_spread(x: np.ndarray, *, channel_axis: int = 1) -> np.ndarray:
-    """Per-channel spread of the bulk of the values: 1.4826 x the median absolute deviation
-    (equal to the std for normal data, unmoved by a few outliers; 0 for a constant channel)."""
+    """Per-channel spread of the bulk of the values, as rounding sees it: 1.4826 x the median
+    absolute deviation (equal to the std for normal data, unmoved by a few outliers; 0 for a
+    constant channel), and 0 for a channel of fewer distinct values than DISTINCT_LEVELS and
+    than its length: its values repeat (an expanded view's do, along the repeated axis), so
+    the roundings of its sum repeat too (measured: a float64 channel alternating two values,
+    6590 long, summed with an error of 1090 u |mean|, 2.5 times the probabilistic bound)."""
     rows = np.moveaxis(np.asarray(x, dtype=np.float64), channel_axis, 0).reshape(
         x.shape[channel_axis], -1
     )
     med = np.median(rows, axis=1, keepdims=True)
-    return 1.4826 * np.median(np.abs(rows - med), axis=1)
+    mad = 1.4826 * np.median(np.abs(rows - med), axis=1)
+    if rows.shape[1] == 0:
+        return mad
+    ordered = np.sort(rows, axis=1)
+    distinct = 1 + (np.diff(ordered, axis=1) != 0).sum(axis=1)
+    repeating = distinct < min(rows.shape[1], DISTINCT_LEVELS)
+    return np.where(repeating, 0.0, mad)
 
 
 def bn_statistics_error(
@@ -225,15 +235,19 @@ def bn_forward_tolerance(
     beta,
     prec: Precision,
     spread=None,
+    stat_errors: tuple | None = None,
 ) -> np.ndarray:
     """Per-element bound on |y_computed - y| for y = gamma x_hat + beta.
 
     Training mode (``m`` = values per channel): the batch statistics carry the errors of
-    :func:`bn_statistics_error`. Eval mode (``m=None``): the running statistics are given exactly.
-    Adds c u_acc |beta| for the affine step and u |y| for rounding to the storage dtype.
+    :func:`bn_statistics_error`. Eval mode (``m=None``): the running statistics are given
+    exactly, or within ``stat_errors`` = (d_mean, d_var) when the module computed them itself
+    (:func:`running_update_error`). Adds c u_acc |beta| for the affine step and u |y| for
+    rounding to the storage dtype.
     """
     if m is None:
-        d_mean = d_var = np.zeros_like(np.asarray(var, dtype=np.float64))
+        zero = np.zeros_like(np.asarray(var, dtype=np.float64))
+        d_mean, d_var = stat_errors if stat_errors is not None else (zero, zero)
     else:
         d_mean, d_var = bn_statistics_error(
             m, np.asarray(mean), np.asarray(var), prec, spread=spread
@@ -307,15 +321,72 @@ def bn_backward_tolerance(
     return tol_dx, tol_dgamma, tol_dbeta
 
 
+def bn_eval_backward_tolerance(
+    x_hat: np.ndarray,
+    dy: np.ndarray,
+    dx: np.ndarray,
+    *,
+    m: int,
+    mean,
+    var,
+    eps: float,
+    gamma_,
+    prec: Precision,
+    stat_errors: tuple | None = None,
+) -> tuple:
+    """Bounds on (dx, dgamma, dbeta) of eval-mode batch norm (the running statistics are
+    constants: a frozen batch norm trained through when fine-tuning).
+
+    dx = gamma dy / s, s = sqrt(running_var + eps): a few elementwise roundings (c u |dx|), the
+    output's rounding (u |dx|), and, when the running variance carries an error d_var
+    (``stat_errors``), |gamma dy| d_var / (2 s^3). dbeta = sum dy and dgamma = sum dy x_hat are
+    m-term reductions (gamma~_m times the sum of magnitudes), the latter with x_hat's own error
+    (:func:`bn_normalize_error` with the statistics' errors).
+    """
+    nd = x_hat.ndim
+    axes = tuple(i for i in range(nd) if i != 1)
+    zero = np.zeros_like(np.asarray(var, dtype=np.float64))
+    d_mean, d_var = stat_errors if stat_errors is not None else (zero, zero)
+    e_x = bn_normalize_error(
+        x_hat, mean=mean, var=var, eps=eps, d_mean=d_mean, d_var=d_var, prec=prec
+    )
+    g = gamma_prob(m, prec.u_acc)
+    c = ELEMENTWISE_OPS * prec.u_elem
+    s2 = _channel(var, nd) + eps
+    ady = np.abs(dy)
+    tol_dx = (
+        (c + prec.u) * np.abs(dx)
+        + np.abs(_channel(gamma_, nd)) * ady * _channel(d_var, nd) / (2 * s2 * np.sqrt(s2))
+        + _tiny(prec)
+    )
+    tol_dbeta = g * ady.sum(axis=axes) + prec.u * np.abs(dy.sum(axis=axes)) + _tiny(prec)
+    tol_dgamma = (
+        (g + c) * (ady * np.abs(x_hat)).sum(axis=axes)
+        + (ady * e_x).sum(axis=axes)
+        + prec.u * np.abs((dy * x_hat).sum(axis=axes))
+        + _tiny(prec)
+    )
+    return tol_dx, tol_dgamma, tol_dbeta
+
+
 def running_update_error(
     prev_error, old, batch, d_batch, factor: float, prec: Precision
 ) -> np.ndarray:
-    """Error of running = (1 - f) old + f batch, given the error of old and of batch."""
+    """Error of running = (1 - f) old + f batch, given the error of old and of batch.
+
+    Three roundings of the two products and their sum (3 u_acc on each term), the rounding of
+    the result to its float32 buffer (u |new|), and the rounding of the factor itself: a kernel
+    that rounds f to its accumulation type first computes 1 - f_hat with f_hat = f (1 + d),
+    |d| <= u_acc, an absolute error u_acc f on both weights. Where f is near 1 that is far more
+    than 3 u_acc (1 - f) |old| (measured: momentum 0.9912 on a constant channel, torch's CPU
+    kernel, 1.3e-8 against 2.1e-9 without this term).
+    """
     new = (1 - factor) * np.asarray(old) + factor * np.asarray(batch)
     return (
         (1 - factor) * prev_error
         + factor * d_batch
         + 3 * prec.u_acc * ((1 - factor) * np.abs(old) + factor * np.abs(batch))
+        + prec.u_acc * factor * (np.abs(old) + np.abs(batch))
         + unit_roundoff("float32") * np.abs(new)
     )
 
@@ -426,6 +497,480 @@ def reduction_tolerance(abs_sum: np.ndarray, n: int, prec: Precision) -> np.ndar
     return gamma_prob(n, prec.u_acc) * np.asarray(abs_sum) + _tiny(prec)
 
 
+# --- row normalisations: layer norm, RMSNorm, group norm, the fused residual add ---------------
+#
+# Rows are the leading dimensions of the input, the statistics are taken over the trailing
+# ``normalized_shape`` (n values). Arrays are flattened to (rows, n) inside; per-row statistics
+# (mean, var, ms) may have the leading shape or be flat. ``prec`` describes the activations:
+# storage = the dtype of x and y, accumulate = the type the reductions run in. The parameters
+# (weight, bias) may be stored in another dtype (float32 parameters with bfloat16 activations, or
+# the reverse): they enter only as the values they hold, which the float64 reference uses
+# exactly, and through the rounding of the products weight * xhat and dy * weight, which is one
+# of the ELEMENTWISE_OPS roundings at ``prec.u_elem``. The output is stored in the activations'
+# dtype (torch returns y in x's dtype for mixed parameters), so its final rounding is prec.u.
+
+
+def _row_length(normalized_shape) -> tuple[tuple[int, ...], int]:
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if not shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
+        raise ValueError(
+            f"normalized_shape={normalized_shape!r}: must be an int or a non-empty tuple of "
+            "positive ints (the trailing dimensions the statistics are taken over)"
+        )
+    return shape, math.prod(shape)
+
+
+def _rows(a, n: int) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64).reshape(-1, n)
+
+
+def _per_row(a) -> np.ndarray:
+    return np.asarray(a, dtype=np.float64).reshape(-1, 1)
+
+
+def _row_param(v, shape: tuple[int, ...], n: int, default: float) -> np.ndarray:
+    """A parameter broadcast against the input (weight of ``normalized_shape``, or any shape that
+    broadcasts, e.g. group norm's per-channel weight), as (rows, n); None is ``default``."""
+    if v is None:
+        return np.full((1, n), default)
+    return np.broadcast_to(np.asarray(v, dtype=np.float64), shape).reshape(-1, n)
+
+
+def row_statistics_error(
+    n: int, mean: np.ndarray, var: np.ndarray, prec: Precision, *, spread=None
+) -> tuple:
+    """Absolute error bounds (d_mean, d_var) of a row's mean and biased variance over n values.
+
+    A layer-norm row is a batch-norm channel read along another axis: the same n-term reductions
+    of the same kind of values. So this is :func:`bn_statistics_error` with m = n: Higham & Mary's
+    gamma~_n (Thm 2.4) for the sums, or the deterministic gamma_n (Higham 2002, Lemma 3.1) where
+    the row's values repeat (:func:`rounding_is_random`), and Chan, Golub & LeVeque's condition
+    number kappa for the variance: Welford and two-pass are inside the bound, one-pass
+    E[x^2] - E[x]^2 exceeds it by a factor ~kappa. ``mean``, ``var`` and ``spread`` are per row
+    (any shape); ``spread`` is :func:`bulk_spread` of the rows, i.e.
+    ``bulk_spread(x.reshape(-1, n), channel_axis=0)``.
+    """
+    return bn_statistics_error(n, mean, var, prec, spread=spread)
+
+
+def _layer_norm_rows(x_hat, *, n, mean, var, eps, prec, spread) -> dict:
+    """The pieces of the layer-norm bounds on (rows, n) arrays: x_hat, its error e_x, var + eps
+    and d_var, all per row."""
+    xh = _rows(x_hat, n)
+    mean_r, var_r = _per_row(mean).ravel(), _per_row(var).ravel()
+    if mean_r.shape != (xh.shape[0],) or var_r.shape != mean_r.shape:
+        raise ValueError(
+            f"mean has {mean_r.size} and var {var_r.size} values for {xh.shape[0]} rows of "
+            f"n={n}: pass one statistic per row (the leading shape of x)"
+        )
+    sp_r = None if spread is None else _per_row(spread).ravel()
+    d_mean, d_var = row_statistics_error(n, mean_r, var_r, prec, spread=sp_r)
+    # A row is batch norm's channel: transposed, the rows lie on bn_normalize_error's axis 1.
+    e_x = bn_normalize_error(
+        xh.T, mean=mean_r, var=var_r, eps=eps, d_mean=d_mean, d_var=d_var, prec=prec
+    ).T
+    return {"xh": xh, "e_x": e_x, "s2": var_r[:, None] + eps, "d_var": d_var[:, None]}
+
+
+def layer_norm_forward_tolerance(
+    x_hat: np.ndarray,
+    y: np.ndarray,
+    *,
+    normalized_shape,
+    mean,
+    var,
+    eps: float,
+    weight=None,
+    bias=None,
+    prec: Precision,
+    spread=None,
+) -> np.ndarray:
+    """Per-element bound on |y_computed - y| for layer norm, y = weight xhat + bias per row.
+
+    The statistics carry :func:`row_statistics_error` (Higham & Mary 2019, Thm 2.4; Chan, Golub &
+    LeVeque 1983), propagated to xhat by the first-order perturbation of
+    :func:`bn_normalize_error`; then |weight| times that, c u_elem |bias| for the affine step and
+    u |y| for the output's rounding (Higham 2002, eq. 2.4, the standard model). ``weight`` and
+    ``bias`` broadcast against ``x_hat`` (shape ``normalized_shape``, or pre-broadcast).
+    """
+    _, n = _row_length(normalized_shape)
+    rows = _layer_norm_rows(x_hat, n=n, mean=mean, var=var, eps=eps, prec=prec, spread=spread)
+    shape = np.shape(x_hat)
+    w = _row_param(weight, shape, n, 1.0)
+    b = _row_param(bias, shape, n, 0.0)
+    c = ELEMENTWISE_OPS * prec.u_elem
+    tol = np.abs(w) * rows["e_x"] + c * np.abs(b) + prec.u * np.abs(_rows(y, n)) + _tiny(prec)
+    return tol.reshape(shape)
+
+
+def _column_gamma(terms: np.ndarray, prec: Precision) -> np.ndarray:
+    """The relative error bound of each column sum of ``terms`` (count, n): Higham & Mary's
+    gamma~_count where the rounding errors look independent, the deterministic gamma_count where
+    the terms repeat (:func:`rounding_is_random`, as for the statistics: measured, 4095 equal
+    rows of an expanded gradient summed in float32 with an error of 1.23 gamma~ |sum|)."""
+    count = max(terms.shape[0], 1)
+    mean = terms.mean(axis=0) if terms.shape[0] else np.zeros(terms.shape[1])
+    spread = bulk_spread(terms, channel_axis=1) if terms.shape[0] else np.zeros(terms.shape[1])
+    random = rounding_is_random(count, mean, spread, prec)
+    return np.where(random, gamma_prob(count, prec.u_acc), gamma(count, prec.u_acc))
+
+
+def _parameter_gradient_tolerance(dy, x_hat, e_x, prec: Precision) -> tuple:
+    """Bounds on (sum dy xhat, sum dy) over axis 0 (the rows for layer norm and RMSNorm, samples
+    and positions for group norm): count-term reductions, gamma~_count times the sum of the
+    magnitudes (Higham & Mary 2019, Thm 2.4), or gamma_count where the terms repeat (an
+    expanded incoming gradient: :func:`_column_gamma`), plus the propagated error of xhat, c
+    roundings of each product and u for the stored result."""
+    c = ELEMENTWISE_OPS * prec.u_elem
+    ady = np.abs(dy)
+    g_w = _column_gamma(dy * x_hat, prec)
+    g_b = _column_gamma(dy, prec)
+    tol_dweight = (
+        (g_w + c) * (ady * np.abs(x_hat)).sum(axis=0)
+        + (ady * e_x).sum(axis=0)
+        + prec.u * np.abs((dy * x_hat).sum(axis=0))
+        + _tiny(prec)
+    )
+    tol_dbias = g_b * ady.sum(axis=0) + prec.u * np.abs(dy.sum(axis=0)) + _tiny(prec)
+    return tol_dweight, tol_dbias
+
+
+def _layer_norm_dx_tolerance(rows: dict, g, dx, *, n: int, prec: Precision, product: bool):
+    """Bound on dx = 1/(n s) [n g - sum g - xhat sum(g xhat)] per row, g = dy * weight: batch
+    norm's dx bound (:func:`bn_backward_tolerance`) with dy read as g, plus, when g is a rounded
+    product (``product``), that rounding carried through dx, which is linear in g."""
+    xh, e_x, s2, d_var = rows["xh"], rows["e_x"], rows["s2"], rows["d_var"]
+    gn = gamma_prob(n, prec.u_acc)
+    c = ELEMENTWISE_OPS * prec.u_elem
+    ag, ax = np.abs(g), np.abs(xh)
+    s_g = ag.sum(axis=1, keepdims=True)
+    s_gx = (ag * ax).sum(axis=1, keepdims=True)
+    s_ge = (ag * e_x).sum(axis=1, keepdims=True)
+    sum_g = np.abs(g.sum(axis=1, keepdims=True))
+    sum_gx = np.abs((g * xh).sum(axis=1, keepdims=True))
+    tol_sum_gx = (gn + c) * s_gx + s_ge + prec.u * sum_gx
+    terms = (
+        c * (n * ag + sum_g + ax * sum_gx)
+        + gn * s_g
+        + ax * tol_sum_gx
+        + e_x * sum_gx
+        + e_x * s_ge  # second order; it decides where xhat = 0 exactly (constant rows)
+    )
+    if product:
+        terms = terms + prec.u_elem * (n * ag + s_g + ax * s_gx)
+    adx = np.abs(dx)
+    return terms / (n * np.sqrt(s2)) + adx * (d_var / (2 * s2) + c) + prec.u * adx + _tiny(prec)
+
+
+def layer_norm_backward_tolerance(
+    x_hat: np.ndarray,
+    dy: np.ndarray,
+    dx: np.ndarray,
+    *,
+    normalized_shape,
+    mean,
+    var,
+    eps: float,
+    weight=None,
+    prec: Precision,
+    spread=None,
+) -> tuple:
+    """Bounds on (dx, dweight, dbias) of layer norm: dx element-wise, dweight and dbias of shape
+    ``normalized_shape``.
+
+    dx: per row, the n-term sums sum g and sum g xhat (Higham & Mary 2019, Thm 2.4) with g =
+    dy * weight, the error of xhat and of s = sqrt(var + eps) from :func:`row_statistics_error`,
+    and c roundings of each of dx's three terms (the derivation of :func:`bn_backward_tolerance`,
+    which is this formula with a per-channel weight). dweight = sum dy xhat and dbias = sum dy
+    reduce over the ROWS: their reduction length is the number of rows, not n.
+    """
+    nshape, n = _row_length(normalized_shape)
+    rows = _layer_norm_rows(x_hat, n=n, mean=mean, var=var, eps=eps, prec=prec, spread=spread)
+    shape = np.shape(x_hat)
+    dy2 = _rows(dy, n)
+    g = dy2 * _row_param(weight, shape, n, 1.0)
+    tol_dx = _layer_norm_dx_tolerance(
+        rows, g, _rows(dx, n), n=n, prec=prec, product=weight is not None
+    )
+    tol_dw, tol_db = _parameter_gradient_tolerance(dy2, rows["xh"], rows["e_x"], prec)
+    return tol_dx.reshape(shape), tol_dw.reshape(nshape), tol_db.reshape(nshape)
+
+
+def rms_statistics_error(n: int, ms, prec: Precision, *, spread=None) -> np.ndarray:
+    """Absolute error bound on a row's mean square ms = sum(x^2)/n: (gamma + 2 u_acc) ms.
+
+    No centring, so no cancellation: the sum is of non-negative terms, whose sum of magnitudes
+    is the sum itself, and the error bound gamma_n sum|t_i| of a recursive sum (Higham 2002,
+    Lemma 3.1 and eq. 4.4) is a relative error gamma_n of the result, with no condition number
+    kappa; where the rounding errors are independent (:func:`rounding_is_random` of the squares)
+    Higham & Mary's gamma~_n ~ lambda sqrt(n) u replaces it (2019, Thm 2.4). 2 u_acc: the
+    rounding of each square and of the division by n. ``spread``: the spread of the squares
+    (:func:`bulk_spread` of x^2 per row); None, nothing is known about them: deterministic
+    gamma_n. Layer norm's variance, by contrast, has relative error ~ gamma~_n kappa
+    (:func:`row_statistics_error`).
+    """
+    ms = np.asarray(ms, dtype=np.float64)
+    if spread is None:
+        g = gamma(n, prec.u_acc)
+    else:
+        g = np.where(
+            rounding_is_random(n, ms, spread, prec), gamma_prob(n, prec.u_acc), gamma(n, prec.u_acc)
+        )
+    return (g + 2 * prec.u_acc) * ms
+
+
+def _rms_rows(x_hat, *, n, ms, eps, prec) -> dict:
+    """The pieces of the RMSNorm bounds on (rows, n) arrays. The squares' spread relative to
+    their mean is scale free, so it is read off xhat = x / r itself."""
+    xh = _rows(x_hat, n)
+    ms_r = _per_row(ms)
+    if ms_r.shape[0] != xh.shape[0]:
+        raise ValueError(
+            f"ms has {ms_r.size} values for {xh.shape[0]} rows of n={n}: pass one mean square "
+            "per row (the leading shape of x)"
+        )
+    sq = xh * xh
+    mean_sq = sq.mean(axis=1, keepdims=True)
+    spread_sq = bulk_spread(sq, channel_axis=0)[:, None]
+    rel = rms_statistics_error(n, mean_sq, prec, spread=spread_sq) / np.where(
+        mean_sq > 0, mean_sq, 1.0
+    )
+    r2 = ms_r + eps
+    # the relative error of r = sqrt(ms + eps) is half that of ms (scaled by ms/(ms+eps)),
+    # plus the elementwise roundings (add eps, sqrt, divide, multiply)
+    c = ELEMENTWISE_OPS * prec.u_elem
+    rel_r = rel * ms_r / (2 * r2)
+    return {"xh": xh, "e_x": np.abs(xh) * (rel_r + c), "r2": r2, "rel_r": rel_r}
+
+
+def rms_norm_forward_tolerance(
+    x_hat: np.ndarray,
+    y: np.ndarray,
+    *,
+    normalized_shape,
+    ms,
+    eps: float,
+    weight=None,
+    prec: Precision,
+) -> np.ndarray:
+    """Per-element bound on |y_computed - y| for RMSNorm, y = weight x / sqrt(ms + eps).
+
+    Every step is relative: xhat's error is |xhat| (d_ms / (2 (ms + eps)) + c u_elem) with d_ms
+    from :func:`rms_statistics_error` (Higham 2002, Lemma 3.1 / Higham & Mary 2019, Thm 2.4, no
+    kappa), times |weight|, plus u |y| for the output's rounding (the standard model).
+    """
+    _, n = _row_length(normalized_shape)
+    rows = _rms_rows(x_hat, n=n, ms=ms, eps=eps, prec=prec)
+    shape = np.shape(x_hat)
+    w = _row_param(weight, shape, n, 1.0)
+    tol = np.abs(w) * rows["e_x"] + prec.u * np.abs(_rows(y, n)) + _tiny(prec)
+    return tol.reshape(shape)
+
+
+def rms_norm_backward_tolerance(
+    x_hat: np.ndarray,
+    dy: np.ndarray,
+    dx: np.ndarray,
+    *,
+    normalized_shape,
+    ms,
+    eps: float,
+    weight=None,
+    prec: Precision,
+) -> tuple:
+    """Bounds on (dx, dweight) of RMSNorm: dx element-wise, dweight of shape ``normalized_shape``.
+
+    dx = (1/r) [g - xhat mean(g xhat)], g = dy * weight: the n-term sum of g xhat (Higham & Mary
+    2019, Thm 2.4) with xhat's relative error (:func:`rms_norm_forward_tolerance`), c roundings
+    of each term, r's relative error on all of dx, and the rounding of g when it is a product.
+    dweight = sum over the ROWS of dy xhat (reduction length = number of rows).
+    """
+    nshape, n = _row_length(normalized_shape)
+    rows = _rms_rows(x_hat, n=n, ms=ms, eps=eps, prec=prec)
+    shape = np.shape(x_hat)
+    xh, e_x = rows["xh"], rows["e_x"]
+    dy2 = _rows(dy, n)
+    g = dy2 * _row_param(weight, shape, n, 1.0)
+    gn = gamma_prob(n, prec.u_acc)
+    c = ELEMENTWISE_OPS * prec.u_elem
+    ag, ax = np.abs(g), np.abs(xh)
+    s_gx = (ag * ax).sum(axis=1, keepdims=True) / n
+    s_ge = (ag * e_x).sum(axis=1, keepdims=True) / n
+    mean_gx = np.abs((g * xh).sum(axis=1, keepdims=True)) / n
+    tol_mean = (gn + c) * s_gx + s_ge
+    terms = c * (ag + ax * mean_gx) + ax * tol_mean + e_x * mean_gx + e_x * s_ge
+    if weight is not None:
+        terms = terms + prec.u_elem * (ag + ax * s_gx)
+    adx = np.abs(_rows(dx, n))
+    tol_dx = terms / np.sqrt(rows["r2"]) + adx * (rows["rel_r"] + c) + prec.u * adx + _tiny(prec)
+    tol_dw, _ = _parameter_gradient_tolerance(dy2, xh, e_x, prec)
+    return tol_dx.reshape(shape), tol_dw.reshape(nshape)
+
+
+def _group_rows(x_hat, num_groups: int) -> tuple[int, int]:
+    x_hat = np.asarray(x_hat)
+    if x_hat.ndim < 2 or num_groups < 1 or x_hat.shape[1] % num_groups:
+        raise ValueError(
+            f"x_hat of shape {x_hat.shape} with num_groups={num_groups!r}: need (N, C, *spatial) "
+            "with C divisible by num_groups"
+        )
+    c = x_hat.shape[1]
+    return c, c // num_groups * math.prod(x_hat.shape[2:])
+
+
+def group_norm_forward_tolerance(
+    x_hat: np.ndarray,
+    y: np.ndarray,
+    *,
+    num_groups: int,
+    mean,
+    var,
+    eps: float,
+    weight=None,
+    bias=None,
+    prec: Precision,
+    spread=None,
+) -> np.ndarray:
+    """Per-element bound on |y_computed - y| for group norm: :func:`layer_norm_forward_tolerance`
+    with rows = the (N, G) groups of n = (C/G) prod(spatial) values and the per-channel affine
+    broadcast over each channel's positions (Wu & He 2018): Higham & Mary 2019, Thm 2.4 and
+    Chan, Golub & LeVeque 1983 for the group statistics, the standard model (Higham 2002, eq. 2.4)
+    for the elementwise steps. ``mean``, ``var``, ``spread``: per group, shape (N, G)."""
+    c, n = _group_rows(x_hat, num_groups)
+    nd = np.ndim(x_hat)
+    return layer_norm_forward_tolerance(
+        x_hat,
+        y,
+        normalized_shape=(n,),
+        mean=mean,
+        var=var,
+        eps=eps,
+        weight=None if weight is None else _channel(weight, nd),
+        bias=None if bias is None else _channel(bias, nd),
+        prec=prec,
+        spread=spread,
+    )
+
+
+def group_norm_backward_tolerance(
+    x_hat: np.ndarray,
+    dy: np.ndarray,
+    dx: np.ndarray,
+    *,
+    num_groups: int,
+    mean,
+    var,
+    eps: float,
+    weight=None,
+    prec: Precision,
+    spread=None,
+) -> tuple:
+    """Bounds on (dx, dweight, dbias) of group norm: dx is layer norm's row bound on each group
+    (:func:`layer_norm_backward_tolerance`, n = (C/G) prod(spatial), g = dy * weight[c]);
+    dweight and dbias, shape (C,), reduce over the N prod(spatial) values of each channel
+    (Higham & Mary 2019, Thm 2.4, with that reduction length)."""
+    c, n = _group_rows(x_hat, num_groups)
+    shape = np.shape(x_hat)
+    rows = _layer_norm_rows(x_hat, n=n, mean=mean, var=var, eps=eps, prec=prec, spread=spread)
+    dy2 = _rows(dy, n)
+    w = None if weight is None else _channel(weight, len(shape))
+    g = dy2 * _row_param(w, shape, n, 1.0)
+    tol_dx = _layer_norm_dx_tolerance(
+        rows, g, _rows(dx, n), n=n, prec=prec, product=weight is not None
+    )
+
+    def by_channel(a) -> np.ndarray:  # (C, N * prod(spatial)), transposed so axis 0 is summed
+        return np.moveaxis(np.reshape(a, shape), 1, 0).reshape(c, -1).T
+
+    tol_dw, tol_db = _parameter_gradient_tolerance(
+        by_channel(dy2), by_channel(rows["xh"]), by_channel(rows["e_x"]), prec
+    )
+    return tol_dx.reshape(shape), tol_dw, tol_db
+
+
+def residual_add_tolerance(total, prec: Precision) -> np.ndarray:
+    """Bound on |residual_out - total| for the stream a fused add + norm kernel stores, where
+    ``total`` = x + residual exactly (float64) and residual_out is in the storage dtype.
+
+    One rounding to storage: u |total| (the standard model, Higham 2002, eq. 2.4). A kernel that
+    forms the sum in its accumulation type and then rounds to storage rounds twice:
+    u (1 + u_acc) |total| + u_acc |total|; the second rounding is exact when the accumulation
+    type holds the sum (float32 for two bfloat16/float16 values of comparable size). Compare with
+    the exact sum, not with the reference's rounded stream: two correct roundings may differ by a
+    storage ulp, up to 2u |total|. The normalised output is then bounded by the norm's own forward
+    tolerance at the ROUNDED stream, which is what the kernel normalises and what
+    reference.prenorm normalises.
+    """
+    u_acc = prec.u_acc if prec.accumulate != prec.storage else 0.0
+    rel = prec.u * (1 + u_acc) + u_acc
+    return rel * np.abs(np.asarray(total, dtype=np.float64)) + _tiny(prec)
+
+
+def residual_add_backward_tolerance(dresidual_out, dnorm, tol_dnorm, prec: Precision) -> np.ndarray:
+    """Bound on the fused tail's dx = dresidual = dresidual_out + dnorm (theory.prenorm), given
+    the bound ``tol_dnorm`` on the norm's dx: the computed dnorm is within tol_dnorm, and the sum
+    is rounded at most twice (accumulation type, then storage; the standard model, Higham 2002,
+    eq. 2.4). ``dresidual_out=None``: nothing reads the stream downstream, dx = dnorm."""
+    dnorm = np.asarray(dnorm, dtype=np.float64)
+    d = dnorm if dresidual_out is None else np.asarray(dresidual_out, dtype=np.float64) + dnorm
+    rel = prec.u * (1 + prec.u_acc) + prec.u_acc
+    return (1 + rel) * np.asarray(tol_dnorm, dtype=np.float64) + rel * np.abs(d) + _tiny(prec)
+
+
+def one_pass_variance_error(n: int, mean, var, prec: Precision, *, spread=None) -> np.ndarray:
+    """How far a variance computed in one pass, E[x^2] - E[x]^2, over n values may be off: the
+    algorithm Chan, Golub & LeVeque warn against. Not a tolerance (no correct kernel computes
+    it): the size of a known defect, to tell the cases it fails apart from the others.
+
+    The n-term sum of squares carries gamma~_n of its value n (var + mean^2) (Higham & Mary
+    2019, Thm 2.4), the squares and the division by n one rounding each (2 u_acc), and the
+    subtraction one more (u_acc): (gamma~_n + 3 u_acc)(var + mean^2); mean^2 moves by
+    2 |mean| d_mean with d_mean of :func:`bn_statistics_error`. Relative to var that grows like
+    kappa^2 (gamma~_n + 3 u_acc), where the two-pass and Welford error (:func:`bn_statistics_error`)
+    grows like kappa gamma~_n: one-pass exceeds the bound once kappa is past a few.
+    """
+    mean = np.asarray(mean, dtype=np.float64)
+    var = np.asarray(var, dtype=np.float64)
+    d_mean, _ = bn_statistics_error(n, mean, var, prec, spread=spread)
+    g = gamma_prob(n, prec.u_acc)
+    return (g + 3 * prec.u_acc) * (var + mean**2) + 2 * np.abs(mean) * d_mean
+
+
+def rms_moments_tolerance(x_hat: np.ndarray, tol: np.ndarray, axes) -> np.ndarray:
+    """Bound on |mean(y_t^2) - mean(x_hat^2)| of a computed RMS-normalised output y_t over
+    ``axes``, given |y_t - x_hat| <= tol element-wise (:func:`rms_norm_forward_tolerance`).
+
+    With y_t = x_hat + e: y_t^2 - x_hat^2 = 2 x_hat e + e^2, so the mean square moves by at
+    most mean(2 |x_hat| tol + tol^2). The companion of :func:`bn_moments_tolerance` (mean and
+    variance, for the centred norms) for RMSNorm's oracle ms/(ms + eps).
+    """
+    ax = np.abs(np.asarray(x_hat, dtype=np.float64))
+    t = np.asarray(tol, dtype=np.float64)
+    return (2 * ax * t + t * t).mean(axis=axes) + 1e-15
+
+
+def stored_tolerance(tol, exact, *, dtype: str, prec: Precision) -> np.ndarray:
+    """Bound on a result whose bound ``tol`` was derived for storage in ``prec.storage`` (its
+    last term, u |result|, is that rounding) when the result is stored in ``dtype`` instead: a
+    parameter gradient comes back in the parameter's dtype, which may be coarser than the
+    activations' (bfloat16 weights with float32 activations).
+
+    The standard model (Higham 2002, eq. 2.4): the stored value is fl(v) = v (1 + delta),
+    |delta| <= u_d, so |fl(v) - exact| <= |v - exact| + u_d |v| <= tol + u_d (|exact| + tol).
+    A dtype as fine as the storage's or finer adds nothing relative: ``tol`` already has a
+    rounding at least as coarse. Below the dtype's smallest normal the rounding is absolute:
+    the floor of the model, its smallest normal (subnormals may be flushed), as for every bound
+    here; that one is added always, since a dtype finer near 1 may be coarser near 0 (float16's
+    subnormals, 6e-8 apart, under bfloat16's, measured: a float16 dbias of 3.6e-6 beside
+    bfloat16 activations, 1.2 of the bound without it)."""
+    tol = np.asarray(tol, dtype=np.float64)
+    u_d = unit_roundoff(dtype)
+    floor = _tiny(Precision.of(dtype))
+    if u_d <= prec.u:
+        return tol + floor
+    return tol + u_d * (np.abs(np.asarray(exact, dtype=np.float64)) + tol) + floor
+
+
 # --- oracles: the model itself, printed by `varguard theory` ------------------------------------
 
 n, u, lam, k = sp.symbols("n u lambda kappa", positive=True)
@@ -488,5 +1033,23 @@ def oracles() -> list[Oracle]:
             n * u + n**2 * k**2 * u**2,
             {"n": 1000, "kappa": 1e4, **f32},
             SOURCE_CGL,
+        ),
+        _oracle(
+            "row_variance_relative_error",
+            "layer norm: relative error order of a row's variance (Welford or two-pass, random "
+            "rounding), the leading terms of row_statistics_error: it grows with kappa",
+            lam * sp.sqrt(n) * u * k + lam**2 * n * u**2 * k**2,
+            {"n": 4096, "kappa": 1000, "lambda": LAMBDA, **f32},
+            f"{SOURCE_HM}; {SOURCE_CGL}",
+            "lambda*sqrt(n)*u*kappa + (lambda*sqrt(n)*u*kappa)**2",
+        ),
+        _oracle(
+            "rms_relative_error",
+            "RMSNorm: relative error order of a row's mean square, a sum of non-negative terms: "
+            "no kappa (rms_statistics_error)",
+            lam * sp.sqrt(n) * u,
+            {"n": 4096, "lambda": LAMBDA, **f32},
+            f"{SOURCE_HM}; Higham 2002, Lemma 3.1 and eq. 4.4 (terms of one sign)",
+            "lambda*sqrt(n)*u",
         ),
     ]

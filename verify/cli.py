@@ -20,6 +20,7 @@ from pathlib import Path
 
 from verify import config
 from verify.exits import EXIT_USAGE, UsageError, interruption
+from verify.dimensions import DEVICES, DTYPES, LAYOUT_VARIANTS
 from verify.families import FAMILIES
 from verify.profiles import PROFILES
 from verify.stages.base import add_subcommand
@@ -62,6 +63,7 @@ def _add_run(sub) -> None:
         "Exit codes: 0 all passed, 1 a check failed or errored (or, with --baseline, the gate "
         "blocks), 2 usage error, 130/143 interrupted by SIGINT/SIGTERM (the report of what "
         "finished is written, marked interrupted, with the --resume command).",
+from verify.dimensions import DEVICES, DTYPES, LAYOUT_VARIANTS
     )
     p.add_argument(
         "--target",
@@ -73,7 +75,28 @@ def _add_run(sub) -> None:
         "--family",
         action="append",
         choices=FAMILIES,
-        help="only these families of checks (repeatable; default: all)",
+        help="only these families of checks (repeatable; default: all); with one family, a "
+        "--target class is taken as that family's drop-in",
+    )
+    p.add_argument(
+        "--dtype",
+        action="append",
+        choices=DTYPES,
+        help="check a drop-in class (module:Name) only in these dtypes (repeatable; default: "
+        "every one the class declares in varguard_dtypes, else all four)",
+    )
+    p.add_argument(
+        "--layout",
+        action="append",
+        choices=tuple(LAYOUT_VARIANTS),
+        help="check a drop-in class only with these input layouts (repeatable; strided means "
+        "strided, expanded and offset views; default: every one the class declares)",
+    )
+    p.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="cpu",
+        help="where a drop-in class runs (default cpu; cuda needs a GPU)",
     )
     p.add_argument(
         "--profile",
@@ -230,14 +253,27 @@ def _add_mutants(sub) -> None:
         "mutants",
         help="run the mutant catalog: every planted bug must be caught",
         description="Run each mutant (a drop-in implementation with one known bug) through its "
-        "family's checks, each in a worker process, and print which checks kill it. Exit 1 if "
-        "any mutant survives.",
+        "family's checks, in a worker process, up to the first check that kills it; print that "
+        "check, the cases it took, and whether a fixed known case or the search found it. Exit "
+        "1 if any mutant survives.",
     )
     m.add_argument("--family", action="append", choices=FAMILIES, help="only these families")
     m.add_argument(
         "--profile", choices=sorted(PROFILES), default="quick", help="search effort (default quick)"
     )
     m.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0)")
+    m.add_argument("--mutant", action="append", metavar="NAME", help="only these mutants")
+    m.add_argument(
+        "--no-known-cases",
+        action="store_true",
+        help="leave the checks' fixed known cases out: the search alone (the honest measure of "
+        "how far it reaches)",
+    )
+    m.add_argument(
+        "--all-checks",
+        action="store_true",
+        help="run every check of each mutant, not only up to the first that kills it",
+    )
     m.set_defaults(command_function="verify.commands.mutants:cmd_mutants")
 
 

@@ -39,6 +39,7 @@ from verify.families import FAMILIES, REFERENCE_TARGETS
 from verify.profiles import Profile, get_profile
 from verify.resolve import resolve
 from verify.result import Result, Status, repro_filename
+from verify.targets import builtin
 from verify.targets.base import Target
 
 #: Seconds a fresh worker may take to import torch, Hypothesis and theory/ before its first
@@ -76,15 +77,25 @@ class Job:
     checks: tuple[str, ...]
     # The Target itself, for in-process runs of a target that has no name to resolve by.
     resolved: Target | None = field(default=None, compare=False, repr=False)
+    # Stop at the first failed check (the mutant catalog: one kill is enough).
+    stop_at_failure: bool = False
 
     @classmethod
-    def of(cls, target: Target, checks: Sequence[str], *, spec: str | None = None) -> Job:
+    def of(
+        cls,
+        target: Target,
+        checks: Sequence[str],
+        *,
+        spec: str | None = None,
+        stop_at_failure: bool = False,
+    ) -> Job:
         return cls(
             spec=spec or target.name,
             target=target.name,
             family=target.family,
             checks=tuple(checks),
             resolved=target,
+            stop_at_failure=stop_at_failure,
         )
 
 
@@ -235,7 +246,10 @@ def _run_in_process(job: Job, execution: Execution, *, on_start, emit) -> None:
     for name in job.checks:
         if on_start:
             on_start(job.target, name)
-        emit(_one(target, name, execution))
+        result = _one(target, name, execution)
+        emit(result)
+        if job.stop_at_failure and result.status == Status.FAILED:
+            return
 
 
 def isolation_error(
@@ -297,6 +311,9 @@ def _worker(conn, execution: Execution, threads: int) -> None:
     # the report of what finished, so a worker must not die mid-message on its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
+    # Import every family's checks and targets now, not inside the first check's time limit.
+    all_checks()
+    builtin()
     while True:
         try:
             message = conn.recv()
@@ -307,13 +324,15 @@ def _worker(conn, execution: Execution, threads: int) -> None:
         job: Job = message
         try:
             target = resolve(job.spec)
-            all_checks()  # import every check module now: the first check's limit is its own
         except Exception as exc:  # outside any check (resolving, importing): say what
             conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
             continue
         for name in job.checks:
             conn.send(("start", name))
-            conn.send(("result", _one(target, name, execution)))
+            result = _one(target, name, execution)
+            conn.send(("result", result))
+            if job.stop_at_failure and result.status == Status.FAILED:
+                break
         conn.send(("done", None))
 
 

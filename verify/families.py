@@ -20,7 +20,7 @@ import pkgutil
 from collections.abc import Callable, Iterable
 from types import ModuleType
 
-FAMILIES = ("batchnorm", "init", "selu", "residual")
+FAMILIES = ("batchnorm", "init", "selu", "residual", "layernorm", "rmsnorm", "groupnorm", "prenorm")
 
 #: Each family's reference target: the plain eager implementation every other target of the
 #: family is measured against in time. A run schedules it first, and a check's time there sets
@@ -31,6 +31,10 @@ REFERENCE_TARGETS = {
     "init": "torch-xavier-uniform",
     "selu": "torch-selu",
     "residual": "torch-basic-inplace",
+    "layernorm": "torch-layernorm",
+    "rmsnorm": "torch-rmsnorm",
+    "groupnorm": "torch-groupnorm",
+    "prenorm": "torch-add-rmsnorm",
 }
 
 

@@ -17,6 +17,9 @@ class Profile:
     compiled_examples: int  # torch.compile recompiles per shape (~2 s each on CPU): fewer
     statistical_samples: int  # samples per statistical test (init laws, SELU moments)
     timeout: float  # seconds one check may run in an isolated worker before it is killed
+    # The device whose targets a run takes when none is named ("cuda": the GPU run); such a
+    # run stops at once, exit 2, on a machine without it. None: every target that runs here.
+    device: str | None = None
 
 
 PROFILES = {
@@ -37,6 +40,23 @@ PROFILES = {
         compiled_examples=5,
         statistical_samples=1_000_000,
         timeout=900.0,
+    ),
+    # The GPU run (issue 14; scripts/gpu-check runs it as one device command): every CUDA and
+    # Triton target, natively, through every check of its family at the quick profile's effort
+    # (known cases first), at the standard profile's sizes (tile edges past 2^16 are where GPU
+    # kernels branch); then the stages: ResNet-50-size benchmarks against cuDNN with CUDA
+    # events and the same-run copy bandwidth, a short convergence run (channels_last +
+    # autocast, as on CUDA by default) with its controls, and depth. Sized for 7 minutes on one
+    # H100/H200; estimated from the CPU (no GPU has run it yet): checks ~3 min, bench ~2 min,
+    # converge ~1 min, depth ~0.5 min.
+    "gpu": Profile(
+        name="gpu",
+        examples=12,
+        max_elements=200_000,
+        compiled_examples=3,
+        statistical_samples=200_000,
+        timeout=300.0,
+        device="cuda",
     ),
     # Release: deep search; the stages at full size (3 seeds, every ResNet-50 layer).
     "release": Profile(

@@ -3,6 +3,7 @@ drop-in contract on outputs; torch.compile without silent eager fallbacks."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from verify.targets.base import Target
@@ -55,19 +56,77 @@ def compiled(module: torch.nn.Module):
 
 
 def to_input(
-    target: Target, values, *, noncontiguous: bool = False, requires_grad: bool = False
+    target: Target,
+    values,
+    *,
+    layout: str | None = None,
+    noncontiguous: bool = False,
+    requires_grad: bool = False,
+    dtype: torch.dtype | None = None,
+    axis: int | None = None,
 ) -> torch.Tensor:
-    """A case's values (a numpy array) as the tensor the target receives: dtype, device,
-    layout, strides."""
-    t = torch.from_numpy(values).to(device=target.device, dtype=target.torch_dtype)
-    if target.memory_format == "channels_last" and t.dim() == 4:
-        t = t.contiguous(memory_format=torch.channels_last)
-    if noncontiguous:
-        # Same values, strided storage: every other element of a tensor twice as wide.
+    """A case's values (a numpy array) as the tensor the target receives: its dtype, device and
+    ``layout`` (verify.targets.variants.LAYOUTS; default: the target's memory format, or
+    "strided" with ``noncontiguous``). An "expanded" layout repeats along ``axis``: the values
+    must already be equal along it (the strategies make them so)."""
+    if layout is None:
+        layout = "strided" if noncontiguous else target.memory_format
+    t = torch.from_numpy(np.ascontiguousarray(values)).to(
+        device=target.device, dtype=dtype or target.torch_dtype
+    )
+    return with_layout(t, layout, axis=axis).requires_grad_(requires_grad)
+
+
+def with_layout(t: torch.Tensor, layout: str, *, axis: int | None = None) -> torch.Tensor:
+    """The same values as ``t``, laid out in memory as ``layout`` says."""
+    if layout == "contiguous":
+        return t.contiguous()
+    if layout == "channels_last":
+        fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(t.dim())
+        if fmt is None:
+            raise ValueError(f"layout='channels_last' needs a 4-D or 5-D tensor, not {t.dim()}-D")
+        return t.contiguous(memory_format=fmt)
+    if layout == "strided":
+        # Every other element of a tensor twice as wide in its last dimension.
         wide = torch.zeros((*t.shape[:-1], 2 * t.shape[-1]), dtype=t.dtype, device=t.device)
         wide[..., ::2] = t
-        t = wide[..., ::2]
-    return t.requires_grad_(requires_grad)
+        return wide[..., ::2]
+    if layout == "expanded":
+        if axis is None:
+            raise ValueError("layout='expanded' needs the axis its values repeat along")
+        return t.narrow(axis, 0, 1).expand(t.shape)  # stride 0 along axis
+    if layout == "offset":
+        # A view that starts one element into its storage: misaligned for vector loads.
+        flat = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)
+        view = flat[1:].view(t.shape)
+        view.copy_(t)
+        return view
+    raise ValueError(f"layout={layout!r}: use contiguous, channels_last, strided, expanded, offset")
+
+
+def layout_of(t: torch.Tensor) -> str:
+    """How ``t`` lies in memory: "contiguous", "channels_last", "dense" (no gaps, no overlaps,
+    some other order), or "non-dense" with its strides."""
+    if t.is_contiguous():
+        return "contiguous"
+    fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(t.dim())
+    if fmt is not None and t.is_contiguous(memory_format=fmt):
+        return "channels_last"
+    if _dense(t):
+        return f"dense (strides {tuple(t.stride())})"
+    return f"non-dense (strides {tuple(t.stride())})"
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """Non-overlapping and dense: the strides, sorted, are those of some permutation of a
+    contiguous tensor (size-1 dimensions aside)."""
+    expected = 1
+    dims = sorted(((st, s) for s, st in zip(t.shape, t.stride(), strict=True) if s != 1))
+    for stride, size in dims:
+        if stride != expected:
+            return False
+        expected *= size
+    return True
 
 
 def as_numpy(t: torch.Tensor | None):

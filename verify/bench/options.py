@@ -8,6 +8,7 @@ from pathlib import Path
 
 from verify.bench.layers import OPS
 from verify.exits import UsageError
+from verify.profiles import PROFILES
 
 DEFAULT_REFERENCE = "torch-eager"
 DEFAULT_THRESHOLD = 0.10
@@ -70,7 +71,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--profile",
         default="quick",
-        choices=("quick", "standard", "release"),
+        choices=sorted(PROFILES),
         help="profile of the checks run first without --verified (default quick)",
     )
     p.add_argument("--seed", type=int, default=0, help="Hypothesis seed of those checks")

@@ -16,7 +16,14 @@ STAGE = Stage(
     output=section.OUTPUT,
     # standard: two layer sizes at batch 2, one thread (a shared machine's other load would
     # stall OpenMP barriers), ~1.5 min; release: every ResNet-50 layer size.
-    profiles={"quick": None, "standard": ("--quick", "--threads", "1"), "release": ()},
+    # gpu: every ResNet-50 layer size at batch 32, against cuDNN, shorter pytest-benchmark
+    # rounds (the CUDA-event timings are what the report reads there).
+    profiles={
+        "quick": None,
+        "standard": ("--quick", "--threads", "1"),
+        "gpu": ("--reference", "cuda-cudnn", "--max-time", "0.2"),
+        "release": (),
+    },
     collect=section.collect,
     results=section.results,
     markdown=section.markdown,

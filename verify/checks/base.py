@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,9 @@ from hypothesis import target as hypothesis_target
 from verify.assertions import describe_bound
 from verify.profiles import Profile
 from verify.result import Result, Status, repro_filename
+from verify.strategies.pins import CHOSEN, pinned
 from verify.targets.base import Target
+from verify.targets.variants import refusal
 
 #: hypothesis.target needs a finite score; a NaN output scores this.
 RATIO_CAP = 1e12
@@ -97,6 +100,10 @@ class Check:
     applies: Callable[[Target], str | None] = _always
     # Statistical checks draw their own large samples: a handful of Hypothesis cases suffices.
     max_examples: Callable[[Profile], int] | None = None
+    # The mode this check runs the target in, for the coverage table ("train", "eval", ...).
+    mode: str = ""
+    # The family's coverage dimensions (Checks.dimensions): what a target could reach.
+    dimensions: Callable[[Target, Profile], dict[str, tuple[str, ...]]] | None = None
     defects: list[KnownDefect] = field(default_factory=list, compare=False, hash=False)
 
     @property
@@ -110,12 +117,28 @@ class Check:
     def defects_for(self, target: Target) -> tuple[KnownDefect, ...]:
         return tuple(d for d in self.defects if d.applies_to(target))
 
+    def coverage_of(self, case: Any) -> dict[str, str | tuple[str, ...]]:
+        """The configuration one case puts the target in: the case's own dimensions
+        (``case.coverage()``, where the family's cases have them) and this check's mode."""
+        labels = dict(case.coverage()) if hasattr(case, "coverage") else {}
+        if self.mode and "mode" not in labels:
+            labels["mode"] = self.mode
+        return labels
+
 
 class Checks(Sequence):
     """A family's checks in the order they are declared: its module's ``CHECKS``."""
 
-    def __init__(self, family: str) -> None:
+    def __init__(
+        self,
+        family: str,
+        *,
+        dimensions: Callable[[Target, Profile], dict[str, tuple[str, ...]]] | None = None,
+    ) -> None:
         self.family = family
+        # The coverage dimensions a target of this family can reach under a profile, and their
+        # values (the report flags those no case reached).
+        self.dimensions = dimensions
         self._checks: list[Check] = []
 
     def register(
@@ -128,6 +151,7 @@ class Checks(Sequence):
         known: Callable[[Target], list] = _no_cases,
         applies: Callable[[Target], str | None] = _always,
         max_examples: Callable[[Profile], int] | None = None,
+        mode: str = "",
     ) -> Callable:
         """Decorate a ``measure(target, case) -> Measurement`` function: it becomes a check."""
         if not name.startswith(self.family + "."):
@@ -145,6 +169,8 @@ class Checks(Sequence):
                     known=known,
                     applies=applies,
                     max_examples=max_examples,
+                    mode=mode,
+                    dimensions=self.dimensions,
                 )
             )
             return measure
@@ -248,11 +274,16 @@ def run_check(
 
     started = time.perf_counter()
     state: dict[str, Any] = {"worst": -1.0, "worst_case": None, "last": None, "n": 0}
+    tally: dict[str, dict[str, list[int]]] = {}
 
     def measure(case) -> Measurement:
         state["last"] = case
         state["n"] += 1
-        m = check.measure(target, case)
+        m = None
+        try:
+            m = check.measure(target, case)
+        finally:
+            _count(tally, check.coverage_of(case), passed=m is not None and m.ok)
         ratio = m.ratio if not math.isnan(m.ratio) else math.inf
         if ratio > state["worst"]:
             state["worst"], state["worst_case"] = ratio, case
@@ -271,6 +302,12 @@ def run_check(
             base.extra["found_by"] = found_by
         base.examples = state["n"]
         base.seconds = round(time.perf_counter() - started, 3)
+        if tally:
+            base.extra["coverage"] = tally
+            if check.dimensions is not None:
+                base.extra["declared"] = {
+                    dim: list(values) for dim, values in check.dimensions(target, profile).items()
+                }
         return base
 
     defects = check.defects_for(target)
@@ -285,42 +322,67 @@ def run_check(
     for origin, case in fixed:
         if known_defect(case):
             continue
+        first = state["n"] == 0
         try:
             m = measure(case)
         except Exception as exc:  # the target broke on a valid input
+            why = refusal(exc, target) if first else None
+            if why:  # a variant the target does not support at all: skipped, with its word
+                return finish(Status.SKIPPED, why)
             return finish(Status.ERROR, describe_exception(exc), case, origin)
         if not m.ok:
             return finish(Status.FAILED, m.message, case, origin)
 
     n = check.max_examples(profile) if check.max_examples else _examples(target, profile)
 
-    @settings(
-        max_examples=n,
-        deadline=None,
-        database=None,
-        print_blob=False,
-        report_multiple_bugs=False,
-        suppress_health_check=list(HealthCheck),
-        phases=[Phase.explicit, Phase.generate, Phase.target, Phase.shrink],
-    )
-    @given(case=check.cases(target, profile))
-    def search(case):
-        if known_defect(case):
-            reject()  # reported below, from the defect's own example
-        m = measure(case)
-        hypothesis_target(
-            min(m.ratio, RATIO_CAP) if not math.isnan(m.ratio) else RATIO_CAP, label="error/allowed"
+    def search(examples: int, seed_: int) -> None:
+        @settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            print_blob=False,
+            report_multiple_bugs=False,
+            suppress_health_check=list(HealthCheck),
+            phases=[Phase.explicit, Phase.generate, Phase.target, Phase.shrink],
         )
-        if not m.ok:
-            raise CheckFailed(m)
+        @given(case=check.cases(target, profile))
+        def one(case):
+            if known_defect(case):
+                reject()  # reported below, from the defect's own example
+            m = measure(case)
+            hypothesis_target(
+                min(m.ratio, RATIO_CAP) if not math.isnan(m.ratio) else RATIO_CAP,
+                label="error/allowed",
+            )
+            if not m.ok:
+                raise CheckFailed(m)
 
-    try:
-        hypothesis_seed(seed)(search)()
-    except CheckFailed as exc:
-        # Hypothesis replays the shrunk example last, so state["last"] is the minimal case.
-        return finish(Status.FAILED, exc.measurement.message, state["last"], "search")
-    except Exception as exc:
-        return finish(Status.ERROR, describe_exception(exc), state["last"], "search")
+        hypothesis_seed(seed_)(one)()
+
+    # The search, then a few cases for each declared value it did not reach, that value pinned.
+    # The gaps are read after the search: its tally, and the dimensions its strategy drew with
+    # choose() (CHOSEN fills at draw time).
+    def steps():
+        yield "search", None
+        if check.dimensions is not None:
+            yield from (("search", pin) for pin in _gaps(check, target, profile, tally))
+
+    for found_by, pin in steps():
+        try:
+            if pin is None:
+                search(n, search_seed(seed, check.name))
+            else:
+                with pinned(dict([pin])):
+                    search(GAP_EXAMPLES, search_seed(seed, f"{check.name}:{pin}"))
+        except CheckFailed as exc:
+            # Hypothesis replays the shrunk example last, so state["last"] is the minimal case.
+            by = found_by if pin is None else f"{found_by}, {pin[0]} = {pin[1]} pinned"
+            return finish(Status.FAILED, exc.measurement.message, state["last"], by)
+        except Exception as exc:
+            why = refusal(exc, target) if state["n"] <= 1 else None
+            if why:
+                return finish(Status.SKIPPED, why)
+            return finish(Status.ERROR, describe_exception(exc), state["last"], found_by)
     worst = state["worst"]
     result = finish(
         Status.PASSED,
@@ -344,6 +406,39 @@ def _report_defects(check: Check, target: Target, defects, result: Result) -> No
         )
     if notes:
         result.extra["known_defects"] = notes
+
+
+#: Cases run for each declared coverage value the search left unreached, with the value pinned.
+GAP_EXAMPLES = 3
+
+
+def _gaps(check: Check, target: Target, profile: Profile, tally: dict) -> list[tuple[str, str]]:
+    """The declared (dimension, value) pairs no case of the search reached, in declared order.
+    Only dimensions a strategy drew with verify.strategies.pins.choose can be pinned; the
+    others' gaps stay flagged in the report."""
+    declared = check.dimensions(target, profile)
+    return [
+        (dim, value)
+        for dim, values in declared.items()
+        for value in values
+        if dim in CHOSEN and not tally.get(dim, {}).get(value, [0])[0]
+    ]
+
+
+def search_seed(seed: int, check: str) -> int:
+    """The Hypothesis seed of one check's search: the run's seed and the check's name, so that
+    checks drawing from one strategy explore different cases (with one seed for all, every check
+    of a family would draw the same ones), and a run stays reproducible."""
+    return seed * 1_000_003 + zlib.crc32(check.encode())
+
+
+def _count(tally: dict, labels: dict, *, passed: bool) -> None:
+    """Add one case to the coverage tally: {dimension: {value: [cases, passed]}}."""
+    for dim, values in labels.items():
+        for value in (values,) if isinstance(values, str) else values:
+            ran_passed = tally.setdefault(dim, {}).setdefault(value, [0, 0])
+            ran_passed[0] += 1
+            ran_passed[1] += int(passed)
 
 
 def _examples(target: Target, profile: Profile) -> int:

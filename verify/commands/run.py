@@ -38,7 +38,7 @@ from verify.resolve import TargetError, resolve
 from verify.result import Result, Status
 from verify.stages.base import PlannedStage, plan_stage, run_stage
 from verify.stages.registry import STAGES
-from verify.targets import builtin
+from verify.targets import builtin, variants
 from verify.targets.base import Target
 
 
@@ -102,7 +102,12 @@ def plan(args: argparse.Namespace) -> RunPlan:
     workers = _workers(args)
     shard = _shard(args.shard)
     baseline = _baseline(args.baseline)
-    targets = resolve_targets(args.target, args.family)
+    choice = variants.Choice(
+        dtypes=tuple(args.dtype) if args.dtype else None,
+        layouts=tuple(args.layout) if args.layout else None,
+        device=args.device,
+    )
+    targets = resolve_targets(args.target, args.family, choice=choice)
     stages = plan_stages(args, targets)
     if not args.no_isolation:
         prestart()  # the workers' fork server imports the harness while this plans the checks
@@ -181,14 +186,38 @@ def _baseline(path: Path | None) -> dict | None:
         raise UsageError(f"--baseline {path}: {exc}") from None
 
 
-def resolve_targets(specs: list[str] | None, families: list[str] | None):
-    """[(spec, Target)]: the spec is what a worker process resolves again."""
+def resolve_targets(
+    specs: list[str] | None, families: list[str] | None, *, choice: variants.Choice | None = None
+):
+    """[(spec, Target)]: the spec is what a worker process resolves again. A drop-in class
+    becomes one target per variant it declares and the run asks for (dtype x layout)."""
     if not specs:
         return [(t.name, t) for t in builtin() if not families or t.family in families]
-    try:
-        return [(s, resolve(s)) for s in specs]
-    except TargetError as exc:
-        raise UsageError(str(exc)) from None
+    choice = choice or variants.Choice()
+    out = []
+    for spec in specs:
+        family = families[0] if families and len(families) == 1 else None
+        try:
+            target = resolve(spec, family=family)
+        except TargetError as exc:
+            raise UsageError(str(exc)) from None
+        if "drop_in" not in target.options or "variant" in target.options:
+            out.append((spec, target))
+            continue
+        try:
+            expanded = variants.expand(target, choice)
+        except ValueError as exc:  # a class attribute that names no dtype or layout
+            raise UsageError(f"--target {spec}: {exc}") from None
+        if not expanded:
+            raise UsageError(
+                f"--target {spec}: no variant left: the class supports "
+                f"{variants.declared(target.factory, 'varguard_dtypes', variants.DTYPES)} x "
+                f"{variants.declared(target.factory, 'varguard_layouts', variants.LAYOUT_VARIANTS)}"
+                f" on {variants.declared(target.factory, 'varguard_devices', variants.DEVICES)}; "
+                f"widen --dtype/--layout/--device"
+            )
+        out += [(v.name, v) for v in expanded]
+    return out
 
 
 def plan_jobs(targets, families: list[str] | None) -> list[Job]:

@@ -16,7 +16,14 @@ STAGE = Stage(
     output=section.OUTPUT,
     # standard: 8 epochs over 2 seeds (the fewest a t-test takes) with both controls, ~3 min on
     # 2 CPU cores; release: DESIGN's 3 seeds.
-    profiles={"quick": None, "standard": ("--seeds", "2"), "release": ()},
+    # gpu: 2 seeds of torch's native CUDA kernel and of our Triton kernel against cuDNN (the
+    # reference arm on a GPU), channels_last + autocast.
+    profiles={
+        "quick": None,
+        "standard": ("--seeds", "2"),
+        "gpu": ("--seeds", "2", "--target", "cuda-native", "--target", "triton-bn"),
+        "release": (),
+    },
     collect=section.collect,
     results=section.results,
     markdown=section.markdown,

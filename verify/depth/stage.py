@@ -15,7 +15,7 @@ STAGE = Stage(
     command="verify.depth.command:cmd_depth",
     output=section.OUTPUT,
     # A few seconds (width 256, batch 1024, depth 20), in every profile: the report's depth plot.
-    profiles={"quick": (), "standard": (), "release": ()},
+    profiles={"quick": (), "standard": (), "gpu": (), "release": ()},
     collect=section.collect,
     results=section.results,
     markdown=section.markdown,

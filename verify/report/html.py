@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from verify.report import plots
+from verify.report import coverage, plots
 from verify.report.notes import run_notes
 from verify.report.tags import esc, image
 from verify.stages.registry import STAGES
@@ -183,6 +183,33 @@ def _all_results(results: list[dict]) -> list[str]:
     return out
 
 
+def _coverage(tables: dict) -> list[str]:
+    if not tables:
+        return []
+    out = [
+        "<h2>Configuration coverage</h2>",
+        '<p class="note">Per target, every dimension its cases span: the values reached (cases '
+        "run; failed ones said) and the values the family declares reachable that no case "
+        "reached, flagged.</p>",
+    ]
+    for target, table in tables.items():
+        missing = coverage.unreached_count(table)
+        flag = (
+            f'<span class="st-failed">{missing} values not reached</span>'
+            if missing
+            else '<span class="st-passed">every declared value reached</span>'
+        )
+        out += [
+            f"<details><summary>{esc(target)}: {flag}</summary>",
+            "<table><tr><th>dimension</th><th>reached (cases)</th><th>NOT reached</th></tr>",
+        ]
+        for dim, reached, unreached in coverage.rows(table):
+            cell = f'<td class="st-failed">{esc(unreached)}</td>' if unreached else "<td></td>"
+            out.append(f"<tr><td>{esc(dim)}</td><td>{esc(reached)}</td>{cell}</tr>")
+        out += ["</table>", "</details>"]
+    return out
+
+
 def render(report: dict, *, folder: Path | None = None) -> str:
     """The page for a report.json; ``folder`` is the report's folder, where stages keep the
     images they drew (the convergence curves)."""
@@ -195,6 +222,7 @@ def render(report: dict, *, folder: Path | None = None) -> str:
         *_ratio_plots(results),
         *(line for stage in STAGES for line in stage.html(report.get(stage.name), folder)),
         *_all_results(results),
+        *_coverage(report.get("coverage") or {}),
     ]
     return "\n".join(
         [

@@ -3,6 +3,7 @@ when the run had it, then every result."""
 
 from __future__ import annotations
 
+from verify.report import coverage
 from verify.report.notes import run_notes
 from verify.stages.registry import STAGES
 
@@ -59,6 +60,7 @@ def render(report: dict) -> str:
         lines.append("")
     for stage in STAGES:
         lines += stage.markdown(report.get(stage.name))
+    lines += _coverage(report.get("coverage") or {})
     lines += [
         "## All results",
         "",
@@ -72,3 +74,29 @@ def render(report: dict) -> str:
             f"{r['examples']} | {r['seconds']:.1f} | {note.replace('|', '/')} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _coverage(tables: dict) -> list[str]:
+    """Per target: each dimension's values reached (cases, failures) and the values never
+    reached (flagged)."""
+    if not tables:
+        return []
+    lines = [
+        "## Configuration coverage",
+        "",
+        "Per target, every dimension its cases span: the values reached (cases run; failed "
+        "ones said) and the values the family declares reachable that no case reached.",
+        "",
+    ]
+    for target, table in tables.items():
+        missing = coverage.unreached_count(table)
+        flag = f" ({missing} values NOT REACHED)" if missing else " (every declared value reached)"
+        lines += [
+            f"### {target}{flag}",
+            "",
+            "| dimension | reached (cases) | NOT reached |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {d} | {r} | {u} |" for d, r, u in coverage.rows(table)]
+        lines.append("")
+    return lines

@@ -2,9 +2,10 @@
 
 Version 2 added "converge" (the ResNet-50 convergence job, whose gated checks are also results of
 family "converge") and "bench" (the kernel benchmarks). Version 3 has one key per registered stage
-(verify/stages: "depth", "converge", "bench"), null when the run had no such stage. Older
-reports still load (as baselines for the gate), read as having none of the newer keys.
-Version 4 adds run metadata for runs that fit a pipeline (RUN_KEYS_SINCE).
+(verify/stages: "depth", "converge", "bench"), null when the run had no such stage. Version 4
+adds "coverage": per target, the configurations its cases reached (verify/report/coverage.py).
+Version 5 adds run metadata for runs that fit a pipeline (RUN_KEYS_SINCE). Older reports still
+load (as baselines for the gate), read as having none of the newer keys.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
+from verify.report import coverage
 from verify.result import STATUSES
 
 SCHEMA = "varguard.report"
-SCHEMA_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+SCHEMA_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 #: The stage sections each version has (null when the run had no such stage).
 SECTIONS_SINCE = {2: ("converge", "bench"), 3: ("depth",)}
 
@@ -45,18 +47,18 @@ RESULT_KEYS = (
 )
 
 
-# --- version 4: interrupted, sharded and merged runs ----------------------------------------
+# --- version 5: interrupted, sharded and merged runs ----------------------------------------
 #: Keys of "run" each version has, null when they do not apply: "interrupted" (the signal, what
 #: had finished and the --resume command), "shard" ({"index": K, "count": N} of `run --shard
 #: K/N`), "merged" (the folders `varguard merge` combined).
-RUN_KEYS_SINCE = {4: ("interrupted", "shard", "merged")}
+RUN_KEYS_SINCE = {5: ("interrupted", "shard", "merged")}
 
 
 def run_keys_of(version: int) -> tuple[str, ...]:
     return tuple(k for v, keys in RUN_KEYS_SINCE.items() if v <= version for k in keys)
 
 
-# --- end of version 4 ----------------------------------------------------------------------
+# --- end of version 5 ----------------------------------------------------------------------
 
 
 class SchemaError(ValueError):
@@ -96,6 +98,7 @@ def build(
         },
         "summary": summary,
         "results": entries,
+        "coverage": coverage.build(entries),
         **sections,
     }
 
@@ -110,6 +113,9 @@ def validate(report: dict) -> dict:
             f"reads versions {READABLE_VERSIONS}"
         )
     version = report["schema_version"]
+    if version >= 4 and not isinstance(report.get("coverage"), dict):
+        raise SchemaError("a version-4 report has 'coverage' (an object); it is missing")
+    report.setdefault("coverage", {})
     for key in _all_sections():
         if key in sections_of(version) and key not in report:
             raise SchemaError(

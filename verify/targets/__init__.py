@@ -27,4 +27,10 @@ def builtin_names() -> list[str]:
     return [t.name for t in builtin()]
 
 
-__all__ = ["Target", "builtin", "builtin_names", "catalog_modules"]
+def drop_ins() -> list:
+    """Every module a user's class can replace (each family module's DROP_INS), first family
+    first: a class that subclasses none of them is taken for the first."""
+    return [d for module in catalog_modules() for d in getattr(module, "DROP_INS", ())]
+
+
+__all__ = ["Target", "builtin", "builtin_names", "catalog_modules", "drop_ins"]

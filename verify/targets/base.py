@@ -29,7 +29,11 @@ class Target:
     factory: Callable[..., Any]
     description: str = ""
     dtype: str = "float32"
-    memory_format: str = "contiguous"  # or "channels_last"
+    memory_format: str = "contiguous"  # or "channels_last": the dense layout of its inputs
+    # The input layouts its cases draw (verify.targets.variants.LAYOUTS); empty: all of them.
+    layouts: tuple[str, ...] = ()
+    # The input ranks it takes (batch norm: 2 or 3 for BatchNorm1d, 4 for 2d, 5 for 3d).
+    ranks: tuple[int, ...] = (4,)
     autocast: str | None = None  # dtype name autocast runs in, if any
     compile: bool = False
     device: str = "cpu"

@@ -12,7 +12,27 @@ import torch
 import torch.nn.functional as F
 
 from verify.targets.base import Target
+from verify.targets.closed_form_bn import (
+    ClosedFormBatchNorm1d,
+    ClosedFormBatchNorm2d,
+    ClosedFormBatchNorm3d,
+)
 from verify.targets.explicit_bn import ExplicitBatchNorm2d
+from verify.targets.variants import DropIn
+
+
+def _probe(cls: type) -> torch.nn.Module:
+    """torch.nn.BatchNorm*d's constructor arguments, all given by keyword after the first."""
+    return cls(4, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True)
+
+
+#: What a user's batch-norm class can be a drop-in for, and the input ranks each takes. A class
+#: that subclasses none of them is taken for a BatchNorm2d.
+DROP_INS = (
+    DropIn(family="batchnorm", base=torch.nn.BatchNorm2d, ranks=(4,), probe=_probe),
+    DropIn(family="batchnorm", base=torch.nn.BatchNorm1d, ranks=(2, 3), probe=_probe),
+    DropIn(family="batchnorm", base=torch.nn.BatchNorm3d, ranks=(5,), probe=_probe),
+)
 
 
 class FunctionalBatchNorm2d(torch.nn.BatchNorm2d):
@@ -102,7 +122,11 @@ def builtin() -> list[Target]:
     bn = torch.nn.BatchNorm2d
     t = functools.partial(Target, family="batchnorm")
     return [
-        t(name="torch-eager", factory=bn, description="torch.nn.BatchNorm2d, NCHW, float32"),
+        t(
+            name="torch-eager",
+            factory=bn,
+            description="torch.nn.BatchNorm2d, float32, every input layout",
+        ),
         t(
             name="torch-eager-float64",
             factory=bn,
@@ -113,7 +137,20 @@ def builtin() -> list[Target]:
             name="torch-channels-last",
             factory=bn,
             memory_format="channels_last",
+            layouts=("channels_last",),
             description="torch.nn.BatchNorm2d on channels_last input",
+        ),
+        t(
+            name="torch-batchnorm1d",
+            factory=torch.nn.BatchNorm1d,
+            ranks=(2, 3),
+            description="torch.nn.BatchNorm1d on (N, C) and (N, C, L) input, float32",
+        ),
+        t(
+            name="torch-batchnorm3d",
+            factory=torch.nn.BatchNorm3d,
+            ranks=(5,),
+            description="torch.nn.BatchNorm3d on (N, C, D, H, W) input, float32",
         ),
         t(
             name="torch-functional",
@@ -145,10 +182,40 @@ def builtin() -> list[Target]:
             factory=ExplicitBatchNorm2d,
             description="batch norm written op by op (the mutants' correct base)",
         ),
+        # The closed-form base of the configuration mutants (verify/mutants), in the dtypes and
+        # ranks its mutants take: each must pass, so a mutant fails for its one bug alone.
+        t(
+            name="varguard-closed-form",
+            factory=ClosedFormBatchNorm2d,
+            description="batch norm op by op with a closed-form backward (the configuration "
+            "mutants' correct base), float32",
+        ),
+        *(
+            t(
+                name=f"varguard-closed-form-{dtype}",
+                factory=ClosedFormBatchNorm2d,
+                dtype=dtype,
+                description=f"the closed-form batch norm on {dtype} input",
+            )
+            for dtype in ("float16", "bfloat16")
+        ),
+        t(
+            name="varguard-closed-form-1d",
+            factory=ClosedFormBatchNorm1d,
+            ranks=(2, 3),
+            description="the closed-form batch norm as BatchNorm1d",
+        ),
+        t(
+            name="varguard-closed-form-3d",
+            factory=ClosedFormBatchNorm3d,
+            ranks=(5,),
+            description="the closed-form batch norm as BatchNorm3d",
+        ),
         t(
             name="torch-fold-conv-bn",
             factory=FoldedConvBN,
             modes=("eval",),
+            options={"fixed": {"track_running_stats": True}},  # folding needs them
             description="conv-BN folding for inference (fuse_conv_bn_eval)",
         ),
         # GPU-only: skipped with their reason where there is no CUDA device.

@@ -1,0 +1,52 @@
+"""Pinning a coverage dimension (verify/strategies/pins.py) and the harness's use of it: after
+its search, a check runs a few cases with each declared value its search did not reach pinned,
+so a short run still reaches every value of every dimension a strategy draws with choose()."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from verify.checks import checks_for
+from verify.checks.base import run_check
+from verify.profiles import get_profile
+from verify.resolve import resolve
+from verify.strategies.pins import CHOSEN, choose, pin, pinned
+
+OPTIONS = {"a": 1, "b": st.integers(10, 20), "c": None}
+
+
+@settings(max_examples=30, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_a_pinned_dimension_draws_its_pinned_value(data):
+    with pinned({"letter": "b"}):
+        assert pin("letter") == "b"
+        assert 10 <= data.draw(choose("letter", OPTIONS)) <= 20
+    with pinned({"letter": "c"}):
+        assert data.draw(choose("letter", OPTIONS)) is None
+    assert pin("letter") is None  # the pin ends with its block
+    assert "letter" in CHOSEN
+
+
+@settings(max_examples=30, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_a_pin_a_strategy_cannot_honour_is_ignored(data):
+    with pinned({"letter": "z", "other": "a"}):
+        assert data.draw(choose("letter", ["a", "b"])) in ("a", "b")
+
+
+def test_a_short_run_reaches_every_value_of_every_pinnable_dimension():
+    """The eval check on torch-eager at the quick profile (12 cases searched): every value of
+    the dimensions the batch-norm strategy draws with choose() is reached, by the search or by
+    the pinned cases after it."""
+    target = resolve("torch-eager")
+    check = next(c for c in checks_for("batchnorm") if c.name == "batchnorm.eval")
+    profile = get_profile("quick")
+    result = run_check(check, target, profile, seed=3, known_cases=False)
+    assert result.status == "passed", result.message
+    coverage, declared = result.extra["coverage"], result.extra["declared"]
+    pinnable = [d for d in declared if d in CHOSEN]
+    assert {"x layout", "dy layout", "dy law", "affine", "momentum"} <= set(pinnable)
+    for dim in pinnable:
+        missing = [v for v in declared[dim] if not coverage.get(dim, {}).get(v, [0])[0]]
+        assert not missing, f"{dim}: {missing} never reached"
