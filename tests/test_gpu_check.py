@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import ENV, ROOT
+from tests.helpers import ENV, ROOT, varguard
 
 SCRIPT = Path(ROOT) / "scripts" / "gpu-check"
 
@@ -104,3 +104,31 @@ def test_end_to_end_on_the_cpu_packs_the_report_the_suite_wrote(tmp_path):
     assert "init.variance" in (tmp_path / "run.log").read_text()
     # The device tool returns at most 8 files, no deeper than two folders.
     assert len(list(tmp_path.rglob("*"))) <= 8
+
+
+# --- the gpu profile's plan, on any machine ----------------------------------------------------
+
+
+def test_the_gpu_profile_plans_every_gpu_target_and_its_stages(tmp_path):
+    """`run --profile gpu --plan`: the CUDA batch-norm targets, every project Triton kernel (of
+    every family), no CPU target; the bench against cuDNN and the convergence run on CUDA."""
+    proc = varguard("run", "--profile", "gpu", "--plan", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    planned = {line.split()[1] for line in proc.stdout.splitlines() if line.startswith("  target")}
+    gpu_bn = {"cuda-cudnn", "cuda-native", "cuda-compile", "cuda-autocast-fp16", "cuda-syncbn"}
+    kernels = {"triton-bn", "triton-bn-split", "triton-layernorm", "triton-rmsnorm"}
+    assert gpu_bn | kernels | {"triton-add-rmsnorm", "triton-basic-fused-tail"} <= planned
+    assert not any(name.startswith(("torch-", "varguard-")) for name in planned)
+    stages = {line.split()[1]: line for line in proc.stdout.splitlines() if "  stage " in line}
+    assert set(stages) == {"depth:", "converge:", "bench:"}
+    assert "--reference cuda-cudnn" in stages["bench:"]
+    assert "--target cuda-native" in stages["converge:"]
+    assert not (tmp_path / "r").exists()  # a plan runs nothing
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_the_gpu_profile_refuses_a_machine_without_cuda(tmp_path):
+    proc = varguard("run", "--profile", "gpu", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2
+    assert "--profile gpu" in proc.stderr and "no CUDA GPU" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "r").exists()

@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 from verify import config
-from verify.exits import EXIT_USAGE, UsageError, interruption
 from verify.dimensions import DEVICES, DTYPES, LAYOUT_VARIANTS
+from verify.exits import EXIT_USAGE, UsageError, interruption
 from verify.families import FAMILIES
 from verify.profiles import PROFILES
 from verify.stages.base import add_subcommand
@@ -57,13 +57,14 @@ def _add_run(sub) -> None:
         "and a reproduction script per failure. With no --target, every built-in target is "
         "run; those that cannot run on this machine are reported as skipped with the reason.",
         epilog="Targets: a built-in name (see --list), mutant:NAME, package.module:Name (a "
-        "drop-in for torch.nn.BatchNorm2d, or a verify.targets.base.Target), or an entry point "
-        "in the 'varguard.targets' group. Options not given here are read from "
-        "[tool.varguard] in ./pyproject.toml (or --config), then take their defaults. "
-        "Exit codes: 0 all passed, 1 a check failed or errored (or, with --baseline, the gate "
-        "blocks), 2 usage error, 130/143 interrupted by SIGINT/SIGTERM (the report of what "
-        "finished is written, marked interrupted, with the --resume command).",
-from verify.dimensions import DEVICES, DTYPES, LAYOUT_VARIANTS
+        "drop-in class, e.g. for torch.nn.BatchNorm1d/2d/3d, LayerNorm, RMSNorm or GroupNorm, "
+        "checked as one target per dtype and layout variant, pkg.mod:Name[float16, "
+        "channels_last]; or a verify.targets.base.Target), or an entry point in the "
+        "'varguard.targets' group. Options not given here are read from [tool.varguard] in "
+        "./pyproject.toml (or --config), then take their defaults. Exit codes: 0 all passed, 1 "
+        "a check failed or errored (or, with --baseline, the gate blocks), 2 usage error, "
+        "130/143 interrupted by SIGINT/SIGTERM (the report of what finished is written, marked "
+        "interrupted, with the --resume command).",
     )
     p.add_argument(
         "--target",
@@ -193,6 +194,12 @@ from verify.dimensions import DEVICES, DTYPES, LAYOUT_VARIANTS
             help=f"no {stage.name} stage, whatever the profile",
         )
     p.add_argument("--list", action="store_true", help="list the built-in targets and exit")
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="print what the run would do (each target with its checks, each stage with its "
+        "options, the profile's effort) and exit without running it",
+    )
     p.set_defaults(command_function="verify.commands.run:cmd_run")
 
 

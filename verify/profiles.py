@@ -20,6 +20,9 @@ class Profile:
     # The device whose targets a run takes when none is named ("cuda": the GPU run); such a
     # run stops at once, exit 2, on a machine without it. None: every target that runs here.
     device: str | None = None
+    # With a device: the families whose targets on it the run takes (None: all); the
+    # project's Triton kernels of every family are taken whatever this says.
+    families: tuple[str, ...] | None = None
 
 
 PROFILES = {
@@ -41,14 +44,16 @@ PROFILES = {
         statistical_samples=1_000_000,
         timeout=900.0,
     ),
-    # The GPU run (issue 14; scripts/gpu-check runs it as one device command): every CUDA and
-    # Triton target, natively, through every check of its family at the quick profile's effort
-    # (known cases first), at the standard profile's sizes (tile edges past 2^16 are where GPU
-    # kernels branch); then the stages: ResNet-50-size benchmarks against cuDNN with CUDA
-    # events and the same-run copy bandwidth, a short convergence run (channels_last +
-    # autocast, as on CUDA by default) with its controls, and depth. Sized for 7 minutes on one
-    # H100/H200; estimated from the CPU (no GPU has run it yet): checks ~3 min, bench ~2 min,
-    # converge ~1 min, depth ~0.5 min.
+    # The GPU run (issue 14; scripts/gpu-check runs it as one device command): every CUDA
+    # batch-norm and residual target and every project Triton kernel (all families), natively,
+    # through every check of its family at the quick profile's effort (known cases first), at
+    # the standard profile's sizes (tile edges past 2^16 are where GPU kernels branch); then
+    # the stages: ResNet-50-size benchmarks against cuDNN with CUDA events and the same-run
+    # copy bandwidth, a short convergence run (channels_last + autocast, as on CUDA by default)
+    # with its controls, and depth. Sized for 7 minutes on one H100/H200; estimated, not
+    # measured (no GPU has run it yet): ~250 checks at ~0.5 s each once compiled, plus
+    # torch.compile's and Triton's first compilations, ~3 min; bench ~2 min; converge ~1 min;
+    # depth ~0.5 min. `varguard run --profile gpu --plan` lists it on any machine.
     "gpu": Profile(
         name="gpu",
         examples=12,
@@ -57,6 +62,7 @@ PROFILES = {
         statistical_samples=200_000,
         timeout=300.0,
         device="cuda",
+        families=("batchnorm", "residual"),
     ),
     # Release: deep search; the stages at full size (3 seeds, every ResNet-50 layer).
     "release": Profile(

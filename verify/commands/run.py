@@ -25,12 +25,14 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from pathlib import Path
 
+import torch
+
 from verify import config, corpus, table
 from verify.checks import checks_for
 from verify.execution import Execution, Job, Shard, available_cores, prestart, run_checks
 from verify.exits import EXIT_FAILED, EXIT_OK, Interrupted, UsageError, interruption
 from verify.families import FAMILIES
-from verify.profiles import get_profile
+from verify.profiles import Profile, get_profile
 from verify.progress import Progress
 from verify.report import gate as report_gate
 from verify.report import junit, metadata, results, writer
@@ -71,6 +73,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.list:
         return list_targets()
     run_plan = plan(args)
+    if args.plan:
+        return show_plan(run_plan)
+    _require_device(run_plan.execution.profile)
     try:
         with stop_signals():
             execute(run_plan)
@@ -107,9 +112,10 @@ def plan(args: argparse.Namespace) -> RunPlan:
         layouts=tuple(args.layout) if args.layout else None,
         device=args.device,
     )
-    targets = resolve_targets(args.target, args.family, choice=choice)
+    profile = get_profile(args.profile)
+    targets = resolve_targets(args.target, args.family, choice=choice, profile=profile)
     stages = plan_stages(args, targets)
-    if not args.no_isolation:
+    if not args.no_isolation and not args.plan:
         prestart()  # the workers' fork server imports the harness while this plans the checks
     out = args.out or default_out()
     stream_path = out / results.FILENAME
@@ -129,7 +135,7 @@ def plan(args: argparse.Namespace) -> RunPlan:
         if (rest := tuple(c for c in j.checks if (j.target, c) not in done))
     ]
     execution = Execution(
-        profile=get_profile(args.profile),
+        profile=profile,
         seed=args.seed,
         isolate=not args.no_isolation,
         workers=workers,
@@ -187,12 +193,21 @@ def _baseline(path: Path | None) -> dict | None:
 
 
 def resolve_targets(
-    specs: list[str] | None, families: list[str] | None, *, choice: variants.Choice | None = None
+    specs: list[str] | None,
+    families: list[str] | None,
+    *,
+    choice: variants.Choice | None = None,
+    profile: Profile | None = None,
 ):
     """[(spec, Target)]: the spec is what a worker process resolves again. A drop-in class
-    becomes one target per variant it declares and the run asks for (dtype x layout)."""
+    becomes one target per variant it declares and the run asks for (dtype x layout). With no
+    specs, the built-in targets the profile selects (all, unless it names a device)."""
     if not specs:
-        return [(t.name, t) for t in builtin() if not families or t.family in families]
+        return [
+            (t.name, t)
+            for t in builtin()
+            if (not families or t.family in families) and (profile is None or selects(profile, t))
+        ]
     choice = choice or variants.Choice()
     out = []
     for spec in specs:
@@ -218,6 +233,16 @@ def resolve_targets(
             )
         out += [(v.name, v) for v in expanded]
     return out
+
+
+def selects(profile: Profile, target: Target) -> bool:
+    """Whether a run with no --target takes this built-in target under ``profile``."""
+    if profile.device is None:
+        return True
+    if not target.runs_on(profile.device):
+        return False
+    is_kernel = "triton" in target.requires  # the project's own kernels: every family
+    return is_kernel or profile.families is None or target.family in profile.families
 
 
 def plan_jobs(targets, families: list[str] | None) -> list[Job]:
@@ -257,6 +282,38 @@ def shard_stages(stages: list[PlannedStage], shard: Shard) -> list[PlannedStage]
 def default_out() -> Path:
     dev = metadata.device()
     return Path("reports") / f"{date.today().isoformat()}-{metadata.device_slug(dev)}"
+
+
+def show_plan(run_plan: RunPlan) -> int:
+    """`run --plan`: what the run would do, without doing it."""
+    prof = run_plan.execution.profile
+    print(
+        f"profile {prof.name}: {prof.examples} cases per check ({prof.compiled_examples} for "
+        f"compiled targets), at most {prof.max_elements} elements a case, "
+        f"{prof.statistical_samples} samples per statistical test"
+        + (f", device {prof.device}" if prof.device else "")
+    )
+    print(f"out: {run_plan.out}/; {run_plan.total} checks on {len(run_plan.jobs)} targets")
+    for job in run_plan.jobs:
+        why = job.resolved.unavailable() if job.resolved else None
+        note = f"  [skipped here: {why}]" if why else ""
+        print(f"  target {job.target} ({len(job.checks)} checks){note}: {', '.join(job.checks)}")
+    for p in run_plan.stages:
+        if p.skipped:
+            print(f"  stage {p.name}: skipped ({p.skipped})")
+        else:
+            print(f"  stage {p.name}: varguard {p.name} {shlex.join(p.argv(run_plan.out))}")
+    return EXIT_OK
+
+
+def _require_device(profile: Profile) -> None:
+    """A profile made for a device refuses, before any work, a machine without it."""
+    if profile.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError(
+            f"--profile {profile.name} runs the CUDA targets, and this machine has no CUDA GPU "
+            f"(torch {torch.__version__}); use --profile quick or standard here, or --plan to see "
+            "what it would run"
+        )
 
 
 # --- execute -------------------------------------------------------------------------------------

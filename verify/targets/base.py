@@ -58,6 +58,12 @@ class Target:
                 return reason
         return None
 
+    def runs_on(self, device: str) -> bool:
+        """Whether this target exercises ``device`` ("cpu", "cuda"): its tensors live there, or
+        it is a Triton kernel, which runs natively on CUDA (here only under the interpreter)."""
+        native = self.device.split(":")[0] == device
+        return native or (device == "cuda" and "triton" in self.requires)
+
     def autocast_context(self):
         if self.autocast is None:
             return contextlib.nullcontext()
