@@ -122,7 +122,7 @@ def test_shards_split_the_plan_round_robin_and_cover_it_once():
             Shard.parse(bad)
 
 
-# --- the report: its order, its version-4 run keys -----------------------------------------------
+# --- the report: its order, its version-5 run keys -----------------------------------------------
 
 
 def test_the_report_follows_the_plan_not_the_finish_order(tmp_path):
@@ -143,9 +143,9 @@ def test_the_report_follows_the_plan_not_the_finish_order(tmp_path):
     assert "plan" not in report["run"]
 
 
-def test_version_4_run_keys_and_older_reports(tmp_path):
+def test_version_5_run_keys_and_older_reports(tmp_path):
     report = json.loads(json.dumps(writer.write(_folder(tmp_path, [("t", "c", "passed")]))))
-    assert report["schema_version"] == 4
+    assert report["schema_version"] == 5
     assert {k: report["run"][k] for k in ("interrupted", "shard", "merged")} == dict.fromkeys(
         ("interrupted", "shard", "merged")
     )
@@ -153,7 +153,7 @@ def test_version_4_run_keys_and_older_reports(tmp_path):
     del lacking["run"]["shard"]
     with pytest.raises(schema.SchemaError, match="shard"):
         schema.validate(lacking)
-    lacking["schema_version"] = 3  # a version-3 report never had it: it loads, as null
+    lacking["schema_version"] = 4  # a version-4 report never had it: it loads, as null
     assert schema.validate(lacking)["run"]["shard"] is None
 
 

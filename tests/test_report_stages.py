@@ -55,7 +55,7 @@ def test_run_with_both_stages_puts_them_in_one_report(staged_run):
     proc, out = staged_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = writer.load(out)
-    assert report["schema_version"] == schema.SCHEMA_VERSION == 4
+    assert report["schema_version"] == schema.SCHEMA_VERSION == 5
     conv, bench = report["converge"], report["bench"]
     assert conv["status"] == "passed" and conv["data"]["config"]["model"] == "tiny"
     assert conv["stage"]["returncode"] == 0 and "--target torch-eager" in conv["stage"]["command"]

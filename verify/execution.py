@@ -349,6 +349,13 @@ def _death(exitcode: int | None) -> tuple[str, str]:
     return f"the target's process exited with code {exitcode}", f"exit code {exitcode}"
 
 
+def _implementation(job: Job) -> str:
+    """What the hang and crash strikes count against: a drop-in class, whichever of its dtype x
+    layout variants ran (a class that hangs in float32 hangs in float16 too, and twelve variants
+    must not cost twelve pairs of timeouts); a built-in target by its name."""
+    return job.spec.split("[", 1)[0]
+
+
 # --- the parent side: a pool of workers ------------------------------------------------------
 
 
@@ -396,7 +403,7 @@ class _Pool:
         # what a target leaves behind in its process (torch.compile's global state, modules it
         # imported) must not change the next target's cases, whichever worker that lands on.
         self.fresh = self.ctx.get_start_method() == "forkserver"
-        # target -> what went wrong in the checks that hung or crashed in a row ("hung in ...")
+        # implementation -> what went wrong in the checks that hung or crashed in a row
         self.strikes: dict[str, list[str]] = {}
         # check -> (reference target, seconds it took there): what the limits derive from
         self.reference: dict[str, tuple[str, float]] = {}
@@ -469,7 +476,7 @@ class _Pool:
     def _dead_end(self, job: Job):
         """For a target that already hung or crashed STRIKES times in a row: a function giving
         the error result of each check it will not run; else None."""
-        struck = self.strikes.get(job.target, [])
+        struck = self.strikes.get(_implementation(job), [])
         if len(struck) < STRIKES:
             return None
         why = f"not run: the target {' and '.join(struck)}, {len(struck)} checks in a row"
@@ -491,7 +498,7 @@ class _Pool:
             if self.on_start:
                 self.on_start(job.target, payload)
         elif kind == "result":
-            self.strikes.pop(job.target, None)
+            self.strikes.pop(_implementation(job), None)
             if is_reference(job) and payload.status != Status.SKIPPED:
                 # The check's own time: the parent's clock would also count a fresh worker's
                 # one-off costs and the other workers' load.
@@ -540,7 +547,7 @@ class _Pool:
                 limit=round(limit, 1),
             )
         )
-        self.strikes.setdefault(job.target, []).append(strike)
+        self.strikes.setdefault(_implementation(job), []).append(strike)
         rest = [c for c in slot.remaining if c != name]
         self._retire(slot, slots)
         if rest:
