@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 from verify.bench import workloads
+from verify.bench.families import bench_of
 
 PLAN_ENV = "VARGUARD_BENCH_PLAN"
 
@@ -23,7 +24,8 @@ def _cases() -> list[dict]:
     if path:
         return workloads.load_plan(path)
     target = workloads.find_target("torch-eager")
-    return workloads.plan([workloads.op_case(target, op, (2, 64, 16, 16)) for op in workloads.OPS])
+    ops = bench_of(target.family).op_names
+    return workloads.plan([workloads.op_case(target, op, (2, 64, 16, 16)) for op in ops])
 
 
 def pytest_generate_tests(metafunc):

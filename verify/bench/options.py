@@ -6,21 +6,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from verify.bench.layers import OPS
+from verify.bench.families import all_ops, benches
 from verify.exits import UsageError
+from verify.families import REFERENCE_TARGETS
 from verify.profiles import PROFILES
 
-DEFAULT_REFERENCE = "torch-eager"
 DEFAULT_THRESHOLD = 0.10
 
 
 HELP = "time verified targets against a copy's bandwidth (pytest-benchmark)"
 DESCRIPTION = (
-    "Time batch norm (forward in training and eval, backward in training) and the residual "
-    "tail relu(bn(x) + shortcut) for every target that passed verification, at ResNet-50 layer "
-    "sizes, with pytest-benchmark. Reports time, the minimum bytes moved, GB/s and the ratio to "
-    "a y.copy_(x) of as many bytes timed in the same run, next to the reference target. Writes "
-    "OUT/bench.json (pytest-benchmark's JSON, annotated) and OUT/bench.md."
+    "Time the normalisation kernels of every family with a benchmark (batch norm: training "
+    "and eval forward, backward, the residual tail relu(bn(x) + shortcut), at ResNet-50 layer "
+    "sizes; layer norm, RMSNorm: training forward and backward at transformer sizes (tokens, "
+    "hidden); group norm: the same at diffusion-UNet and ResNet-GN sizes; the pre-norm tail: "
+    "residual add + RMSNorm and its backward) for every target that passed verification, with "
+    "pytest-benchmark. Reports time, the minimum bytes moved, GB/s and the ratio to a "
+    "y.copy_(x) of as many bytes timed in the same run, next to the family's reference target. "
+    "Writes OUT/bench.json (pytest-benchmark's JSON, annotated) and OUT/bench.md."
 )
 EPILOG = (
     "Exit codes: 0 done, 1 a regression past --threshold against --compare (or nothing could "
@@ -31,35 +34,54 @@ EPILOG = (
 def add_options(p: argparse.ArgumentParser) -> None:
     """The options of ``varguard bench``."""
     p.add_argument(
+        "--family",
+        action="append",
+        choices=_families(),
+        help="family to time (repeatable; default: those of the --target targets, else every "
+        "family with a benchmark)",
+    )
+    p.add_argument(
         "--target",
         action="append",
         metavar="T",
-        help="batch-norm target to time (repeatable; default: every one that can run here; "
-        "Triton targets under the interpreter only when named)",
+        help="target to time, of any family with a benchmark (repeatable; default: every one "
+        "of the families that can run here; Triton targets under the interpreter only when "
+        "named)",
     )
     p.add_argument(
         "--op",
         action="append",
         choices=_ops(),
-        help="operation (repeatable; default: all)",
+        help="operation (repeatable; default: each family's all)",
     )
     p.add_argument(
-        "--quick", action="store_true", help="two layer sizes, and a small batch on the CPU"
+        "--quick",
+        action="store_true",
+        help="two sizes per family, and a smaller first dimension on the CPU",
     )
     p.add_argument(
         "--size",
         action="append",
-        metavar="NxCxHxW",
+        metavar="AxBx...",
         type=_shape,
-        help="time this shape instead of ResNet-50's layers (repeatable)",
+        help="time this shape instead of the families' sizes (repeatable): NxCxHxW for batch "
+        "and group norm, TOKENSxHIDDEN for the row norms; each family takes those of its rank",
     )
     p.add_argument(
-        "--batch", type=int, default=None, help="batch size N (default: 32 on a GPU, 8 on CPU)"
+        "--batch",
+        type=int,
+        default=None,
+        help="first dimension: batch N, or tokens for the row norms (default: the family's GPU "
+        "size on a GPU, a quarter of it on the CPU, a sixteenth with --quick; at least 2)",
     )
     p.add_argument(
         "--reference",
-        default=DEFAULT_REFERENCE,
-        help=f"target every result is compared with (default {DEFAULT_REFERENCE})",
+        action="append",
+        metavar="T",
+        help="target its family's results are compared with (repeatable, one per family; "
+        "default: the family's eager torch target, "
+        + ", ".join(REFERENCE_TARGETS[f] for f in _families())
+        + ")",
     )
     p.add_argument(
         "--verified",
@@ -112,17 +134,27 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 
 def _ops() -> list[str]:
-    return list(OPS)
+    return list(all_ops())
 
 
-def _shape(text: str) -> tuple[int, int, int, int]:
+def _families() -> list[str]:
+    return list(benches())
+
+
+def _ranks() -> list[int]:
+    return sorted({r for b in benches().values() for r in b.ranks})
+
+
+def _shape(text: str) -> tuple[int, ...]:
     try:
         dims = tuple(int(v) for v in text.lower().split("x"))
     except ValueError:
         dims = ()
-    if len(dims) != 4 or min(dims) < 1:
+    if len(dims) not in _ranks() or min(dims) < 1:
         raise argparse.ArgumentTypeError(
-            f"--size {text!r}: give N x C x H x W as four positive integers, e.g. 8x64x56x56"
+            f"--size {text!r}: give positive integers joined by x, N x C x H x W (e.g. "
+            f"8x64x56x56) for batch and group norm, TOKENS x HIDDEN (e.g. 2048x768) for the row "
+            f"norms"
         )
     return dims
 
@@ -138,3 +170,20 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--threads={args.threads}: give at least 1")
     if args.batch is not None and args.batch < 2:
         raise UsageError(f"--batch={args.batch}: training batch norm needs a batch of 2 or more")
+    sizes = args.size or []
+    for fam in args.family or []:
+        ranks = benches()[fam].ranks
+        if sizes and not any(len(s) in ranks for s in sizes):
+            raise UsageError(
+                f"--family {fam} with --size: none of the sizes has {fam}'s rank "
+                f"({' or '.join(map(str, ranks))}); add one, e.g. "
+                f"{'x'.join(str(d) for d in benches()[fam].sizes[0].shape)}"
+            )
+    families = args.family or list(benches())
+    offered = {op for f in families for op in benches()[f].op_names}
+    for op in args.op or []:
+        if op not in offered:
+            raise UsageError(
+                f"--op {op}: none of the families timed ({', '.join(families)}) has it; "
+                f"they time {', '.join(sorted(offered))}"
+            )

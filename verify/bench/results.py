@@ -3,7 +3,8 @@
 :func:`annotate` adds to each benchmark's ``extra_info``: ``time_s`` (the median, or the CUDA-event
 median on a GPU), ``gbps`` (minimum bytes / time), ``copy_gbps`` (the copy of as many bytes in the
 same run), ``bandwidth_ratio`` (gbps / copy_gbps) and, for operations, ``reference_time_s`` and
-``speedup_vs_reference`` (reference time / this time, same operation and shape).
+``speedup_vs_reference`` (the time of the family's reference target / this time, same
+operation and shape).
 """
 
 from __future__ import annotations
@@ -12,9 +13,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from verify.bench.layers import OPS, layer_name
+from verify.bench.families import benches
 
 JSON_NAME, MD_NAME = "bench.json", "bench.md"
+#: The family of a benchmark recorded without one (runs from before the other families).
+OLD_FAMILY = "batchnorm"
+
+
+def family_of(info: dict) -> str:
+    return info.get("family", OLD_FAMILY)
 
 
 def time_of(bench: dict) -> tuple[float, str]:
@@ -25,8 +32,9 @@ def time_of(bench: dict) -> tuple[float, str]:
     return float(bench["stats"]["median"]), "median of wall-clock rounds"
 
 
-def annotate(data: dict, *, reference: str) -> dict:
-    """Bandwidth, ratio to the copy and to the reference target, per benchmark (in place)."""
+def annotate(data: dict, *, references: dict[str, str]) -> dict:
+    """Bandwidth, ratio to the copy and to its family's reference target (``references``:
+    {family: target name}), per benchmark (in place)."""
     benches = data.get("benchmarks", [])
     for b in benches:
         # pytest-benchmark's JSON keeps every round's time: megabytes for a fast copy timed
@@ -48,6 +56,7 @@ def annotate(data: dict, *, reference: str) -> dict:
         if copy is not None:
             info["copy_gbps"] = copy["extra_info"]["gbps"]
             info["bandwidth_ratio"] = info["gbps"] / info["copy_gbps"]
+        reference = references.get(family_of(info))
         ref = by_id.get(f"{info['op']}:{reference}:{'x'.join(map(str, info['shape']))}")
         if ref is not None:
             info["reference"] = reference
@@ -141,7 +150,8 @@ def markdown(
     changes: list[Change] | None = None,
     threshold: float | None = None,
 ) -> str:
-    """The report: one table per operation, rows by shape and target, reference first."""
+    """The report: one table per family and operation, rows by size in the network's order
+    and target, the family's reference first."""
     dev = meta.get("device", {})
     lines = [
         "# varguard bench",
@@ -154,44 +164,53 @@ def markdown(
         f"- git revision: {meta.get('git_revision')}; started {meta.get('started')}",
         f"- command: `{' '.join(meta.get('argv', []))}`",
         "- minimum bytes: each input read once, each output written once (activations in the "
-        "target's dtype, per-channel vectors float32); GB/s = minimum bytes / time; ratio = "
+        "target's dtype, parameters and saved statistics float32; each family's derivation is "
+        "in verify/bench/families/); GB/s = minimum bytes / time; ratio = "
         "that over a `y.copy_(x)` of as many bytes (half read, half written) timed in the same "
-        "run; vs reference = reference time / this time (>1: faster than the reference)",
+        "run; vs reference = the family's reference time / this time (>1: faster than the "
+        "reference)",
     ]
     lines += [f"- {n}" for n in notes]
     ops = _ops(data)
     copies = [b for b in data.get("benchmarks", []) if b["extra_info"].get("kind") == "copy"]
     if ops:
         lines += ["", f"Time: {time_of(ops[0])[1]}.", ""]
-    reference = next((b["extra_info"].get("reference") for b in ops), None)
-    for op, what in OPS.items():
-        rows = [b for b in ops if b["extra_info"]["op"] == op]
-        if not rows:
-            continue
-        rows.sort(
-            key=lambda b: (
-                _network_order(b["extra_info"]["shape"]),
-                b["extra_info"]["target"] != reference,
-                b["extra_info"]["target"],
-            )
+    for family, bench in benches().items():
+        mine = [b for b in ops if family_of(b["extra_info"]) == family]
+        reference = data.get("varguard", {}).get("references", {}).get(family) or next(
+            (b["extra_info"]["reference"] for b in mine if "reference" in b["extra_info"]), None
         )
-        lines += [
-            f"## {op}: {what}",
-            "",
-            "| shape (N, C, H, W) | layer | target | dtype | time (ms) | min bytes (MB) | GB/s "
-            "| copy GB/s | ratio to copy | vs reference |",
-            "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        for b in rows:
-            i = b["extra_info"]
-            lines.append(
-                f"| {'x'.join(map(str, i['shape']))} | {layer_name(i['shape'])} | {i['target']} "
-                f"| {i['dtype']} | {i['time_s'] * 1e3:.4g} | {i['bytes'] / 1e6:.4g} "
-                f"| {i['gbps']:.3g} | {_fmt(i.get('copy_gbps'), '.3g')} "
-                f"| {_fmt(i.get('bandwidth_ratio'), '.3g')} "
-                f"| {_fmt(i.get('speedup_vs_reference'), '.3g')} |"
+        for op in bench.ops:
+            rows = [b for b in mine if b["extra_info"]["op"] == op.name]
+            if not rows:
+                continue
+            rows.sort(
+                key=lambda b: (
+                    bench.order(b["extra_info"]["shape"]),
+                    b["extra_info"]["target"] != reference,
+                    b["extra_info"]["target"],
+                )
             )
-        lines.append("")
+            lines += [
+                f"## {family} {op.name}: {op.what}",
+                "",
+                f"Reference: {reference or '-'}.",
+                "",
+                f"| shape ({bench.axes}) | {bench.size_column} | target | dtype | time (ms) "
+                "| min bytes (MB) | GB/s | copy GB/s | ratio to copy | vs reference |",
+                "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+            ]
+            for b in rows:
+                i = b["extra_info"]
+                lines.append(
+                    f"| {'x'.join(map(str, i['shape']))} | {bench.label(i['shape'])} "
+                    f"| {i['target']} | {i['dtype']} | {i['time_s'] * 1e3:.4g} "
+                    f"| {i['bytes'] / 1e6:.4g} | {i['gbps']:.3g} "
+                    f"| {_fmt(i.get('copy_gbps'), '.3g')} "
+                    f"| {_fmt(i.get('bandwidth_ratio'), '.3g')} "
+                    f"| {_fmt(i.get('speedup_vs_reference'), '.3g')} |"
+                )
+            lines.append("")
     if copies:
         lines += [
             "## copy (the bandwidth yardstick)",
@@ -226,9 +245,13 @@ def markdown(
     return "\n".join(lines)
 
 
-def _network_order(shape) -> tuple:
-    """Layers in network order: larger spatial size first, then fewer channels."""
-    return (-int(shape[2]) * int(shape[3]), int(shape[1]), int(shape[0]))
-
-
-__all__ = ["Change", "annotate", "compare", "load", "machine_difference", "markdown", "time_of"]
+__all__ = [
+    "Change",
+    "annotate",
+    "compare",
+    "family_of",
+    "load",
+    "machine_difference",
+    "markdown",
+    "time_of",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from verify.bench import options, section
+from verify.bench.families import benches
 from verify.stages.base import Stage
 
 STAGE = Stage(
@@ -14,13 +15,17 @@ STAGE = Stage(
     validate=options.check_args,
     command="verify.bench.command:cmd_bench",
     output=section.OUTPUT,
-    # standard: two layer sizes at batch 2, one thread (a shared machine's other load would
-    # stall OpenMP barriers), ~1.5 min; release: every ResNet-50 layer size.
-    # gpu: every ResNet-50 layer size at batch 32, against cuDNN, shorter pytest-benchmark
-    # rounds (the CUDA-event timings are what the report reads there).
+    # Every family with a benchmark (verify/bench/families), unless the run names families.
+    # standard: two sizes per family at a small first dimension (batch 2, 128-256 tokens), one
+    # thread (a shared machine's other load would stall OpenMP barriers), 0.2 s of rounds per
+    # case: ~250 cases (with their copies) of the five families' CPU targets, ~1.5-2 min
+    # (measured: ~1.1 s per case at the default 1 s, ~40 CPU norm targets x 2 ops x 2 sizes).
+    # release: every size of every family. gpu: every size at the GPU's first dimension,
+    # batch norm against cuDNN (the other families against their eager torch target where the
+    # run verified it), shorter rounds (the CUDA-event timings are what the report reads there).
     profiles={
         "quick": None,
-        "standard": ("--quick", "--threads", "1"),
+        "standard": ("--quick", "--threads", "1", "--max-time", "0.2"),
         "gpu": ("--reference", "cuda-cudnn", "--max-time", "0.2"),
         "release": (),
     },
@@ -28,7 +33,8 @@ STAGE = Stage(
     results=section.results,
     markdown=section.markdown,
     html=section.html,
-    families=("batchnorm",),
+    families=tuple(benches()),
+    family_option=True,  # `run --family F` times F's targets only
     after_report=True,  # times only what passed in this report
     reserved=("--verified", "--compare"),
     example="--quick",

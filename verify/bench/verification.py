@@ -1,7 +1,8 @@
 """Which (target, operation) pairs may be benchmarked: only those that passed verification.
 
 The evidence is either a report.json from `varguard run` (``--verified REPORT``) or the checks
-themselves, run here at the quick profile. Each operation names the checks that cover it.
+themselves, run here at the quick profile. Each operation names the checks that cover it, in its
+family's benchmark (verify/bench/families/).
 """
 
 from __future__ import annotations
@@ -10,35 +11,18 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from verify import execution
+from verify.bench.families import bench_of
 from verify.report import writer
 from verify.resolve import resolve
-from verify.targets import triton as triton_targets
 from verify.targets.base import Target
-
-#: The checks an operation's results rest on.
-OP_CHECKS: dict[str, tuple[str, ...]] = {
-    "fwd-train": ("batchnorm.forward",),
-    "fwd-eval": ("batchnorm.eval",),
-    "bwd-train": ("batchnorm.backward",),
-    "tail-train": ("batchnorm.forward",),
-}
-#: The fused Triton tail (BN + add + ReLU in one kernel) is verified through the residual block
-#: built on it; its plain batch-norm checks do not cover the add and the ReLU.
-FUSED_TAIL_EVIDENCE: tuple[tuple[str, str], ...] = (
-    ("triton-basic-fused-tail", "residual.forward"),
-)
-
-
-def triton_names() -> set[str]:
-    return {t.name for t in triton_targets.builtin()}
 
 
 def required(target: Target, op: str) -> list[tuple[str, str]]:
-    """(target name, check name) pairs that must have passed for ``op`` on ``target``."""
-    pairs = [(target.name, check) for check in OP_CHECKS[op]]
-    if op == "tail-train" and target.name in triton_names():
-        pairs += list(FUSED_TAIL_EVIDENCE)
-    return pairs
+    """(target name, check name) pairs that must have passed for ``op`` on ``target``: the
+    checks its family declares for the op, and any further evidence it names."""
+    bench = bench_of(target.family)
+    pairs = [(target.name, check) for check in bench.op(op).checks]
+    return pairs + list(bench.evidence(target, op))
 
 
 def from_report(path: Path) -> dict[tuple[str, str], tuple[str, str]]:
@@ -51,8 +35,10 @@ def run_checks(
     pairs: Iterable[tuple[str, str]], *, profile: str = "quick", seed: int = 0, log=print
 ) -> dict[tuple[str, str], tuple[str, str]]:
     """Run each (target, check) once, in this process; {(target, check): (status, message)}."""
+    # A check is named after its family ("layernorm.forward"): a user's class is resolved as
+    # that family's drop-in.
     jobs = [
-        execution.Job.of(resolve(target_name, family="batchnorm"), [check_name])
+        execution.Job.of(resolve(target_name, family=check_name.split(".")[0]), [check_name])
         for target_name, check_name in sorted(set(pairs))
     ]
     out = {}
@@ -73,7 +59,11 @@ def refusal(
     target: Target, op: str, statuses: dict[tuple[str, str], tuple[str, str]]
 ) -> str | None:
     """Why ``op`` on ``target`` is not benchmarked, or None when its checks passed."""
-    if op != "fwd-eval" and "train" not in target.modes:
+    bench = bench_of(target.family)
+    why = bench.applies(target)
+    if why:
+        return why
+    if bench.op(op).training and "train" not in target.modes:
         return "target exists for inference only"
     for key in required(target, op):
         status, message = statuses.get(key, ("missing", "not in the verification results"))
@@ -83,4 +73,4 @@ def refusal(
     return None
 
 
-__all__ = ["OP_CHECKS", "from_report", "refusal", "required", "run_checks"]
+__all__ = ["from_report", "refusal", "required", "run_checks"]

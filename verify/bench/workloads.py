@@ -1,65 +1,42 @@
-"""What `varguard bench` times: operations, sizes, the bytes each must move, and the callables.
+"""What `varguard bench` times: the cases of a plan, and the callable each one times.
 
-A bench *case* is a plain dict (it travels through a JSON plan file into the pytest-benchmark
-module and back out in pytest-benchmark's JSON): ``kind`` "op" (a target's operation at a shape)
-or "copy" (``y.copy_(x)`` of a byte count, the bandwidth yardstick).
+Each family declares its operations, sizes and byte counts once (verify/bench/families/); the
+callables are in verify/bench/callables.py. A bench *case* is a plain dict (it travels through a
+JSON plan file into the pytest-benchmark module and back out in pytest-benchmark's JSON):
+``kind`` "op" (a target's operation at a shape) or "copy" (``y.copy_(x)`` of a byte count, the
+bandwidth yardstick).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import statistics
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 
-from verify.adapters import batchnorm as adapter
-from verify.bench.layers import (
-    CPU_BATCH,
-    GPU_BATCH,
-    OPS,
-    PARAM_BYTES,
-    QUICK_CPU_BATCH,
-    RESNET50_LAYERS,
-)
+from verify.bench.callables import KINDS
+from verify.bench.families import bench_of
 from verify.resolve import resolve
-from verify.targets import triton as triton_targets
 from verify.targets.base import Target
 
-
-def default_shapes(*, device: str, quick: bool, batch: int | None = None) -> list[tuple]:
-    """ResNet-50 layer shapes (N, C, H, W); ``quick``: the first and the last only."""
-    layers = [RESNET50_LAYERS[0], RESNET50_LAYERS[-1]] if quick else list(RESNET50_LAYERS)
-    if batch is None:
-        batch = GPU_BATCH if device == "cuda" else (QUICK_CPU_BATCH if quick else CPU_BATCH)
-    return [(batch, *chw) for _, chw in layers]
+#: The family of a case without one (plans and results written before the other families).
+DEFAULT_FAMILY = "batchnorm"
 
 
-def element_size(dtype: str) -> int:
-    return torch.empty((), dtype=getattr(torch, dtype)).element_size()
+def default_shapes(
+    *, family: str, device: str, quick: bool, batch: int | None = None
+) -> list[tuple]:
+    """The family's sizes of real networks (``quick``: its few); ``batch`` sets the first
+    dimension (batch, or tokens), else the GPU's, smaller on a CPU."""
+    return bench_of(family).shapes(device=device, quick=quick, lead=batch)
 
 
-def min_bytes(op: str, shape: Iterable[int], dtype: str) -> int:
-    """Bytes an ideal kernel moves: each input read once, each output written once.
-
-    Per channel vectors (float32): gamma, beta, running mean and variance, and the saved batch
-    mean and 1/std a training forward hands its backward.
-    """
-    shape = tuple(shape)
-    act = math.prod(shape) * element_size(dtype)
-    vec = shape[1] * PARAM_BYTES
-    if op == "fwd-train":  # x, gamma, beta, running (r+w); y, saved mean/rstd
-        return 2 * act + 8 * vec
-    if op == "fwd-eval":  # x, gamma, beta, running; y
-        return 2 * act + 4 * vec
-    if op == "bwd-train":  # dy, x, gamma, saved mean/rstd; dx, dgamma, dbeta
-        return 3 * act + 6 * vec
-    if op == "tail-train":  # x, shortcut, gamma, beta, running (r+w); y, saved mean/rstd
-        return 3 * act + 8 * vec
-    raise ValueError(f"op={op!r} is unknown; use one of {sorted(OPS)}")
+def min_bytes(op: str, shape: Iterable[int], dtype: str, *, family: str = DEFAULT_FAMILY) -> int:
+    """Bytes an ideal kernel moves for ``op`` of ``family``: each input read once, each output
+    written once (derived in verify/bench/families/<family>.py)."""
+    return bench_of(family).min_bytes(op, shape, dtype)
 
 
 def shape_id(shape: Iterable[int]) -> str:
@@ -68,12 +45,13 @@ def shape_id(shape: Iterable[int]) -> str:
 
 def op_case(target: Target, op: str, shape: Iterable[int]) -> dict:
     shape = [int(s) for s in shape]
-    nbytes = min_bytes(op, shape, target.dtype)
+    nbytes = min_bytes(op, shape, target.dtype, family=target.family)
     device = target.device
     return {
         "kind": "op",
         "id": f"{op}:{target.name}:{shape_id(shape)}",
-        "group": f"{op} {shape_id(shape)}",
+        "group": f"{target.family} {op} {shape_id(shape)}",
+        "family": target.family,
         "target": target.name,
         "op": op,
         "shape": shape,
@@ -121,42 +99,10 @@ def load_plan(path: Path) -> list[dict]:
 # --- the callables ---------------------------------------------------------------------------
 
 
-def find_target(name: str) -> Target:
-    """A batch-norm target by name: the Triton ones, then the registry (built-ins, module:Name)."""
-    for t in triton_targets.builtin():
-        if t.name == name:
-            return t
-    return resolve(name, family="batchnorm")
-
-
-class _Tail(torch.nn.Module):
-    """relu(bn(x) + shortcut): fused where the batch norm offers it (the Triton kernels)."""
-
-    def __init__(self, bn: torch.nn.Module):
-        super().__init__()
-        self.bn = bn
-
-    def forward(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
-        fused = getattr(self.bn, "forward_add_relu", None)
-        if fused is not None:
-            return fused(x, shortcut)
-        return torch.relu(self.bn(x) + shortcut)
-
-
-def _contexts(target: Target) -> contextlib.ExitStack:
-    stack = contextlib.ExitStack()
-    cudnn = target.options.get("cudnn")
-    if cudnn is not None:
-        stack.enter_context(torch.backends.cudnn.flags(enabled=cudnn))
-    stack.enter_context(target.autocast_context())
-    return stack
-
-
-def _input(target: Target, shape, gen: torch.Generator) -> torch.Tensor:
-    t = torch.randn(shape, generator=gen).to(device=target.device, dtype=target.torch_dtype)
-    if target.memory_format == "channels_last":
-        t = t.contiguous(memory_format=torch.channels_last)
-    return t
+def find_target(name: str, *, family: str | None = None) -> Target:
+    """A target by name (built-ins, mutant:NAME, module:Name); ``family`` says which drop-in a
+    user's class that subclasses none of the declared bases stands for."""
+    return resolve(name, family=family)
 
 
 def build(case: dict) -> Callable[[], object]:
@@ -166,45 +112,18 @@ def build(case: dict) -> Callable[[], object]:
         src = torch.randn(n, device=case["device"])
         dst = torch.empty_like(src)
         return lambda: dst.copy_(src)
-    return _op_callable(find_target(case["target"]), case["op"], tuple(case["shape"]))
+    family = case.get("family", DEFAULT_FAMILY)
+    target = find_target(case["target"], family=family)
+    return op_callable(target, case["op"], tuple(case["shape"]))
 
 
-def _op_callable(target: Target, op: str, shape: tuple) -> Callable[[], object]:
-    gen = torch.Generator().manual_seed(0)
-    module = target.factory(shape[1])
-    module.to(target.device)
-    if target.dtype == "float64":
-        module.double()
-    x = _input(target, shape, gen)
-    if op == "fwd-eval":
-        module.eval()
-
-        def run():
-            with torch.no_grad():
-                return adapter.call(target, module, x)
-
-        return run
+def op_callable(target: Target, op: str, shape: tuple) -> Callable[[], object]:
+    """``op`` of ``target``'s family on a new module of the target at ``shape``."""
+    bench = bench_of(target.family)
+    module = bench.module(target.factory, shape)
+    module.to(device=target.device, dtype=getattr(torch, bench.param_dtype(target)))
     module.train()
-    x.requires_grad_(True)
-    if op == "fwd-train":
-        return lambda: adapter.call(target, module, x)
-    if op == "bwd-train":
-        y = adapter.call(target, module, x)
-        dy = _input(target, shape, gen).to(y.dtype)
-        inputs = [x, *(p for p in module.parameters() if p.requires_grad)]
-        return lambda: torch.autograd.grad(y, inputs, dy, retain_graph=True)
-    if op == "tail-train":
-        shortcut = _input(target, shape, gen)
-        tail = _Tail(module)
-        if target.compile:
-            tail = torch.compile(tail, dynamic=False)
-
-        def run_tail():
-            with _contexts(target):
-                return tail(x, shortcut)
-
-        return run_tail
-    raise ValueError(f"op={op!r} is unknown; use one of {sorted(OPS)}")
+    return KINDS[bench.op(op).kind](target, module, shape)
 
 
 def synchronized(fn: Callable[[], object], device: str) -> Callable[[], object]:
@@ -236,6 +155,7 @@ def cuda_event_seconds(fn: Callable[[], object], *, rounds: int = 50) -> dict:
 
 
 __all__ = [
+    "DEFAULT_FAMILY",
     "build",
     "copy_case",
     "cuda_event_seconds",
@@ -243,6 +163,7 @@ __all__ = [
     "find_target",
     "load_plan",
     "min_bytes",
+    "op_callable",
     "op_case",
     "plan",
     "save_plan",

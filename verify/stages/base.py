@@ -52,6 +52,9 @@ class Stage:
     markdown: Callable[[dict | None], list[str]]
     html: Callable[[dict | None, Path | None], list[str]]
     families: tuple[str, ...] = ()  # the run's targets of these families go to --target
+    # The run's --family (those of ``families``) goes to the stage as --family when the run
+    # names no target: the stage's own default targets are then of those families only.
+    family_option: bool = False
     after_report: bool = False  # reads the report written from the checks (bench does)
     reserved: tuple[str, ...] = ()  # further options `run` sets (besides --out)
     example: str = ""  # an example of its options, for `run --help`
@@ -159,6 +162,9 @@ def plan_stage(
     ):
         return PlannedStage(stage, options)
     if run_targets is None:  # every built-in target: the command's own default targets
+        if stage.family_option and families and "--family" not in options:
+            mine = [f for f in stage.families if f in families]
+            options = (*options, *(a for f in mine for a in ("--family", f)))
         return PlannedStage(stage, options)
     specs = tuple(spec for spec, t in run_targets if t.family in stage.families)
     if not specs:
