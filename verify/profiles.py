@@ -23,6 +23,9 @@ class Profile:
     # With a device: the families whose targets on it the run takes (None: all); the
     # project's Triton kernels of every family are taken whatever this says.
     families: tuple[str, ...] | None = None
+    # With a device: further built-in targets the run takes by name (the references a stage
+    # compares against: the norm families' CUDA eager targets for the GPU bench).
+    extra_targets: tuple[str, ...] = ()
 
 
 PROFILES = {
@@ -51,7 +54,7 @@ PROFILES = {
     # the stages: ResNet-50-size benchmarks against cuDNN with CUDA events and the same-run
     # copy bandwidth, a short convergence run (channels_last + autocast, as on CUDA by default)
     # with its controls, and depth. Sized for 7 minutes on one H100/H200; estimated, not
-    # measured (no GPU has run it yet): ~250 checks at ~0.5 s each once compiled, plus
+    # measured (no GPU has run it yet): ~270 checks at ~0.5 s each once compiled, plus
     # torch.compile's and Triton's first compilations, ~3 min; bench ~2 min; converge ~1 min;
     # depth ~0.5 min. `varguard run --profile gpu --plan` lists it on any machine.
     "gpu": Profile(
@@ -63,6 +66,7 @@ PROFILES = {
         timeout=300.0,
         device="cuda",
         families=("batchnorm", "residual"),
+        extra_targets=("cuda-layernorm", "cuda-rmsnorm", "cuda-add-rmsnorm-float32"),
     ),
     # Release: deep search; the stages at full size (3 seeds, every ResNet-50 layer).
     "release": Profile(

@@ -26,7 +26,20 @@ STAGE = Stage(
     profiles={
         "quick": None,
         "standard": ("--quick", "--threads", "1", "--max-time", "0.2"),
-        "gpu": ("--reference", "cuda-cudnn", "--max-time", "0.2"),
+        # Each family against torch's CUDA kernel (verified in the same run: the gpu
+        # profile's extra targets), the Triton kernels against those and copy bandwidth.
+        "gpu": (
+            "--reference",
+            "cuda-cudnn",
+            "--reference",
+            "cuda-layernorm",
+            "--reference",
+            "cuda-rmsnorm",
+            "--reference",
+            "cuda-add-rmsnorm-float32",
+            "--max-time",
+            "0.2",
+        ),  # fmt: skip
         "release": (),
     },
     collect=section.collect,

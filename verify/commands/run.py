@@ -242,7 +242,9 @@ def selects(profile: Profile, target: Target) -> bool:
     if not target.runs_on(profile.device):
         return False
     is_kernel = "triton" in target.requires  # the project's own kernels: every family
-    return is_kernel or profile.families is None or target.family in profile.families
+    if is_kernel or target.name in profile.extra_targets:
+        return True
+    return profile.families is None or target.family in profile.families
 
 
 def plan_jobs(targets, families: list[str] | None) -> list[Job]:
