@@ -11,7 +11,7 @@ from verify.checks import checks_for
 from verify.checks.base import run_check
 from verify.profiles import get_profile
 from verify.resolve import resolve
-from verify.strategies.pins import CHOSEN, choose, pin, pinned
+from verify.strategies.pins import choose, pin, pinned, recording
 
 OPTIONS = {"a": 1, "b": st.integers(10, 20), "c": None}
 
@@ -19,13 +19,13 @@ OPTIONS = {"a": 1, "b": st.integers(10, 20), "c": None}
 @settings(max_examples=30, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_a_pinned_dimension_draws_its_pinned_value(data):
-    with pinned({"letter": "b"}):
+    with pinned({"letter": "b"}), recording() as chosen:
         assert pin("letter") == "b"
         assert 10 <= data.draw(choose("letter", OPTIONS)) <= 20
     with pinned({"letter": "c"}):
         assert data.draw(choose("letter", OPTIONS)) is None
     assert pin("letter") is None  # the pin ends with its block
-    assert "letter" in CHOSEN
+    assert chosen == {"letter"}  # recorded in its block only
 
 
 @settings(max_examples=30, suppress_health_check=list(HealthCheck))
@@ -45,8 +45,10 @@ def test_a_short_run_reaches_every_value_of_every_pinnable_dimension():
     result = run_check(check, target, profile, seed=3, known_cases=False)
     assert result.status == "passed", result.message
     coverage, declared = result.extra["coverage"], result.extra["declared"]
-    pinnable = [d for d in declared if d in CHOSEN]
-    assert {"x layout", "dy layout", "dy law", "affine", "momentum"} <= set(pinnable)
+    # The dimensions verify/strategies/batchnorm.py draws with choose().
+    pinnable = ["rank", "x layout", "dy layout", "affine", "track_running_stats", "momentum"]
+    pinnable += ["dy law"]
+    assert set(pinnable) <= set(declared)
     for dim in pinnable:
         missing = [v for v in declared[dim] if not coverage.get(dim, {}).get(v, [0])[0]]
         assert not missing, f"{dim}: {missing} never reached"

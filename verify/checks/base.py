@@ -33,7 +33,7 @@ from hypothesis import target as hypothesis_target
 from verify.assertions import describe_bound
 from verify.profiles import Profile
 from verify.result import Result, Status, repro_filename
-from verify.strategies.pins import CHOSEN, pinned
+from verify.strategies.pins import pinned, recording
 from verify.targets.base import Target
 from verify.targets.variants import refusal
 
@@ -361,16 +361,20 @@ def run_check(
 
     # The search, then a few cases for each declared value it did not reach, that value pinned.
     # The gaps are read after the search: its tally, and the dimensions its strategy drew with
-    # choose() (CHOSEN fills at draw time).
+    # choose() (recorded at draw time).
+    chosen: set[str] = set()
+
     def steps():
         yield "search", None
         if check.dimensions is not None:
-            yield from (("search", pin) for pin in _gaps(check, target, profile, tally))
+            yield from (("search", pin) for pin in _gaps(check, target, profile, tally, chosen))
 
     for found_by, pin in steps():
         try:
             if pin is None:
-                search(n, search_seed(seed, check.name))
+                with recording() as chosen_here:
+                    search(n, search_seed(seed, check.name))
+                chosen |= chosen_here
             else:
                 with pinned(dict([pin])):
                     search(GAP_EXAMPLES, search_seed(seed, f"{check.name}:{pin}"))
@@ -412,16 +416,18 @@ def _report_defects(check: Check, target: Target, defects, result: Result) -> No
 GAP_EXAMPLES = 3
 
 
-def _gaps(check: Check, target: Target, profile: Profile, tally: dict) -> list[tuple[str, str]]:
+def _gaps(
+    check: Check, target: Target, profile: Profile, tally: dict, chosen: set[str]
+) -> list[tuple[str, str]]:
     """The declared (dimension, value) pairs no case of the search reached, in declared order.
-    Only dimensions a strategy drew with verify.strategies.pins.choose can be pinned; the
-    others' gaps stay flagged in the report."""
+    Only dimensions the search drew with verify.strategies.pins.choose (``chosen``) can be
+    pinned; the others' gaps stay flagged in the report."""
     declared = check.dimensions(target, profile)
     return [
         (dim, value)
         for dim, values in declared.items()
         for value in values
-        if dim in CHOSEN and not tally.get(dim, {}).get(value, [0])[0]
+        if dim in chosen and not tally.get(dim, {}).get(value, [0])[0]
     ]
 
 

@@ -24,9 +24,21 @@ from verify.strategies.common import evenly
 _PINS: ContextVar[Mapping[str, str]] = ContextVar("varguard_pins", default=MappingProxyType({}))
 
 
-#: The dimensions some strategy has drawn with :func:`choose` in this process: the only ones
-#: pinning can steer (the harness does not pin the others).
-CHOSEN: set[str] = set()
+# The dimensions drawn with :func:`choose` while a :func:`recording` block is open: the only
+# ones pinning can steer. Recorded per search, not per process: two families may share a
+# dimension's name ("x layout") and only one of them draw it with choose().
+_CHOSEN: ContextVar[set[str] | None] = ContextVar("varguard_chosen", default=None)
+
+
+@contextmanager
+def recording() -> Iterator[set[str]]:
+    """Within the block, the set yielded fills with the dimensions drawn with :func:`choose`."""
+    chosen: set[str] = set()
+    token = _CHOSEN.set(chosen)
+    try:
+        yield chosen
+    finally:
+        _CHOSEN.reset(token)
 
 
 @contextmanager
@@ -47,7 +59,9 @@ def choose(draw, dimension: str, options):
     ``options`` is either labels (strings that are the values themselves, as layouts are) or a
     mapping from each coverage label to its value or to a strategy drawing values with that
     label (momentum "(0, 1)" -> floats strictly between)."""
-    CHOSEN.add(dimension)
+    chosen = _CHOSEN.get()
+    if chosen is not None:
+        chosen.add(dimension)
     table = dict(options) if isinstance(options, Mapping) else {o: o for o in options}
     label = _PINS.get().get(dimension)
     if label not in table:
