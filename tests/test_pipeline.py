@@ -267,7 +267,7 @@ def test_two_shards_merged_equal_one_run(stopped_run):
         assert proc.returncode == 0, output[-2000:]
     one = writer.load(base / "shard1")
     assert one["run"]["shard"] == {"index": 1, "count": 2}
-    assert len(one["results"]) == len(BN_CHECKS) // 2
+    assert len(one["results"]) == len(BN_CHECKS[0::2])  # round-robin: the 1st, 3rd, ...
     merged = varguard("merge", str(base / "shard1"), str(base / "shard2"), "--out", str(base / "m"))
     assert merged.returncode == 0, merged.stdout + merged.stderr
     report = writer.load(base / "m")

@@ -102,8 +102,9 @@ def _known(target: Target) -> list[BNCase]:
 
 def _known_tiles(target: Target) -> list[BNCase]:
     """The layout paths a kernel takes: each kind of view (strided, expanded, offset); then, for
-    channels_last input, the input and gradient both channels_last, a channel count past 64, and
-    a reduction past 4096 values with a channel count that is no power of two (4-D)."""
+    channels_last input, the input and gradient both channels_last and each mixed pair, a
+    channel count past 64, and a reduction past 4096 values with a channel count that is no
+    power of two (4-D)."""
     rank = max(target.ranks)
     layouts = target.layouts or LAYOUTS
     views = [
@@ -117,6 +118,14 @@ def _known_tiles(target: Target) -> list[BNCase]:
     cases = [
         *views,
         known(shape=(2, 3) + (3,) * (rank - 2), dy_layout="channels_last", seed=8),
+        # The mixed pairs: a kernel chosen from one tensor's layout alone reads the other wrong.
+        known(shape=(2, 3) + (3,) * (rank - 2), dy_layout="contiguous", seed=10),
+        known(
+            shape=(2, 3) + (3,) * (rank - 2),
+            x_layout="contiguous",
+            dy_layout="channels_last",
+            seed=11,
+        ),
         known(shape=(2, 65) + (2,) * (rank - 2), seed=6),
     ]
     if rank == 4:

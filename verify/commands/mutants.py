@@ -56,7 +56,7 @@ def cmd_mutants(args: argparse.Namespace) -> int:
     _print(rows, all_checks=args.all_checks)
     killed = [first for _, first, _ in rows if first is not None]
     cases = [r.examples for r in killed]
-    by_search = sum(r.extra.get("found_by") == "search" for r in killed)
+    by_search = sum(str(r.extra.get("found_by", "")).startswith("search") for r in killed)
     how = "without the fixed known cases" if args.no_known_cases else "known cases first"
     print(f"\nmutation score: {len(killed)}/{len(mutants)} killed ({args.profile} profile, {how})")
     if cases:

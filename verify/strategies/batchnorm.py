@@ -93,6 +93,7 @@ class BNCase:
             "rank": f"{len(self.shape)}-D",
             "x layout": self.x_layout,
             "dy layout": self.dy_layout,
+            "layout pair": layout_pair(self.x_layout, self.dy_layout),
             "dy law": self.grad_law,
             "affine": str(self.affine),
             "track_running_stats": str(self.track_running_stats),
@@ -366,17 +367,13 @@ def bn_cases(
     shared by the steps of a multi-step case)."""
     dtype = target.dtype
     per_step = max(max_elements // max(steps, max_program, 1), min_m)
-    shape = draw(shapes(ranks=target.ranks, max_elements=per_step, min_m=min_m))
+    shape = draw(shapes(ranks=_ranks_for_pins(target.ranks), max_elements=per_step, min_m=min_m))
     x_choices = valid_layouts(shape, target.layouts or LAYOUTS) or ("contiguous",)
     lo, hi = DTYPE_SCALE[dtype]
     dist = draw(choose("distribution", sorted(DISTRIBUTIONS)))
     if dist == "near_float16_max" and dtype not in ("float16", "float32"):
         dist = "normal"
-    x_layout = draw(choose("x layout", x_choices))
-    # The gradient usually comes back in the input's layout (a network keeps one); half the
-    # time it is drawn on its own, which makes the mixed pairs.
-    own = pin("dy layout") is not None or draw(st.booleans())
-    dy_layout = draw(choose("dy layout", valid_layouts(shape))) if own else x_layout
+    x_layout, dy_layout = draw(_layout_pair(shape, x_choices))
     program = draw(programs(max_steps=max_program)) if max_program else ()
     track = draw(choose("track_running_stats", BOOLS)) if max_program or min_m == 1 else True
     # A target may fix a constructor argument it has no meaning without (conv-BN folding needs
@@ -403,6 +400,58 @@ def bn_cases(
     )
 
 
+#: How the incoming gradient's layout relates to the input's. A network usually keeps one
+#: layout (same); the mixed channels_last pairs are where kernels chose their path from one
+#: tensor's layout alone (pytorch/pytorch#64039); "other mixed" is any other pair of layouts.
+LAYOUT_PAIRS = (
+    "same",
+    "x channels_last, dy contiguous",
+    "x contiguous, dy channels_last",
+    "other mixed",
+)
+_CL_PAIRS = {
+    LAYOUT_PAIRS[1]: ("channels_last", "contiguous"),
+    LAYOUT_PAIRS[2]: ("contiguous", "channels_last"),
+}
+
+
+def layout_pair(x_layout: str, dy_layout: str) -> str:
+    """The "layout pair" coverage value of an input and gradient layout."""
+    if x_layout == dy_layout:
+        return "same"
+    return next((k for k, v in _CL_PAIRS.items() if v == (x_layout, dy_layout)), "other mixed")
+
+
+def _ranks_for_pins(ranks: tuple[int, ...]) -> tuple[int, ...]:
+    """The ranks a case may take under the current pins: a pinned channels_last layout (of the
+    input, the gradient or a mixed pair) needs a 4-D or 5-D tensor."""
+    wants_cl = pin("layout pair") in _CL_PAIRS or "channels_last" in (
+        pin("x layout"),
+        pin("dy layout"),
+    )
+    return tuple(r for r in ranks if r in (4, 5)) or ranks if wants_cl else ranks
+
+
+@st.composite
+def _layout_pair(draw, shape: tuple[int, ...], x_choices: tuple[str, ...]):
+    """(x layout, dy layout): the pair's kind first (LAYOUT_PAIRS), then the layouts. A pin on
+    either layout draws both on their own ("other mixed", or same if they coincide)."""
+    both = valid_layouts(shape)
+    options = ["same", "other mixed"]
+    if "channels_last" in x_choices and "contiguous" in x_choices:
+        options[1:1] = list(_CL_PAIRS)
+    if pin("x layout") is not None or pin("dy layout") is not None:
+        kind = "other mixed"
+    else:
+        kind = draw(choose("layout pair", options))
+    if kind in _CL_PAIRS:
+        return _CL_PAIRS[kind]
+    x_layout = draw(choose("x layout", x_choices))
+    if kind == "same":
+        return x_layout, x_layout
+    return x_layout, draw(choose("dy layout", both))
+
+
 def dimensions(target: Target, *, max_elements: int) -> dict[str, tuple[str, ...]]:
     """The values of each coverage dimension ``target`` can reach within ``max_elements``: the
     report flags the ones no case reached."""
@@ -417,6 +466,7 @@ def dimensions(target: Target, *, max_elements: int) -> dict[str, tuple[str, ...
         "rank": tuple(f"{r}-D" for r in ranks),
         "x layout": tuple(x_layouts),
         "dy layout": tuple(dy_layouts),
+        "layout pair": LAYOUT_PAIRS if "channels_last" in x_layouts else ("same", "other mixed"),
         "dy law": GRAD_LAWS,
         "affine": ("True", "False"),
         "track_running_stats": ("True", "False"),
