@@ -21,3 +21,11 @@ def varguard(*args: str, cwd=ROOT, timeout: float = 900) -> subprocess.Completed
         env=ENV,
         timeout=timeout,
     )
+
+
+def slow_except(values, keep) -> list:
+    """``values`` as pytest params, each but those ``keep(value)`` selects marked slow: CI runs
+    one representative, the slow tier (pytest -m "slow or not slow") every one."""
+    import pytest
+
+    return [v if keep(v) else pytest.param(v, marks=pytest.mark.slow) for v in values]

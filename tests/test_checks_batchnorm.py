@@ -43,6 +43,7 @@ def test_real_target_passes_every_check(target, seed):
 
 
 @pytest.mark.parametrize("target", [t for t in CPU_TARGETS if t.compile], ids=lambda t: t.name)
+@pytest.mark.slow
 def test_compiled_target_is_exercised_and_passes(target):
     results = _run_all(target, 0)
     assert [r for r in results if r.status != Status.PASSED] == []

@@ -5,6 +5,7 @@ its half-precision variants, and torch's known defects are still there (or the r
 from __future__ import annotations
 
 import pytest
+from helpers import slow_except
 from normtests import QUICK, SMALL, cpu_targets, failures, write_module
 
 from verify.checks import get_check
@@ -29,8 +30,10 @@ def test_real_target_passes_every_check(target, seed):
 
 
 @pytest.mark.parametrize(
-    "target", cpu_targets(FAMILY, triton=True)[1:2], ids=lambda t: t.name
-)  # one kernel (bfloat16) here; every one in the 20-seed sweep
+    "target",
+    slow_except(cpu_targets(FAMILY, triton=True), lambda t: t.name == "triton-layernorm-bfloat16"),
+    ids=lambda t: t.name,
+)  # one kernel (bfloat16) in CI; every one in the slow tier
 def test_triton_kernel_passes_every_check_under_the_interpreter(target):
     bad = failures(target, seed=3)
     assert not bad, "\n".join(bad)

@@ -56,6 +56,7 @@ class BrokenBN(torch.nn.BatchNorm2d):
 """
 
 
+@pytest.mark.slow
 def test_run_a_user_class_from_outside_the_project(tmp_path):
     pkg = tmp_path / "mypkg"
     pkg.mkdir()
@@ -110,6 +111,7 @@ def test_torch_class_named_like_a_user_class(tmp_path):
     assert "torch.nn:BatchNorm1d[float32, contiguous]" in out.stdout
 
 
+@pytest.mark.slow
 def test_mutants_command_kills_the_batchnorm_catalog():
     out = varguard("mutants", "--family", "batchnorm")
     assert out.returncode == 0, out.stdout + out.stderr

@@ -56,6 +56,7 @@ def arm(report: dict, name: str) -> dict:
     return next(a for a in report["arms"] if a["name"] == name)
 
 
+@pytest.mark.slow
 def test_correct_target_passes(short_job):
     _, _, report, _ = short_job
     explicit = arm(report, "varguard-explicit")

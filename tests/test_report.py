@@ -139,6 +139,7 @@ def test_torn_jsonl_line_is_ignored(tmp_path):
     assert [r["check"] for r in results.read(path)[1]] == ["c1", "c2"]
 
 
+@pytest.mark.slow
 def test_resume_after_a_killed_run(tmp_path):
     out = tmp_path / "run"
     args = [

@@ -51,6 +51,7 @@ def staged_run(tmp_path_factory):
     return proc, out
 
 
+@pytest.mark.slow
 def test_run_with_both_stages_puts_them_in_one_report(staged_run):
     proc, out = staged_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
