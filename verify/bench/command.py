@@ -233,6 +233,9 @@ def _run_pytest(cases: list[dict], json_path: Path, args: argparse.Namespace) ->
         workloads.save_plan(cases, plan_path)
         previous = os.environ.get(bench_kernels.PLAN_ENV)
         os.environ[bench_kernels.PLAN_ENV] = str(plan_path)
+        # A bench started from a pytest-xdist worker (the project's tests) is not itself
+        # distributed; pytest-benchmark reads this variable and would disable the timings.
+        worker = os.environ.pop("PYTEST_XDIST_WORKER", None)
         try:
             return int(
                 pytest.main(
@@ -245,6 +248,8 @@ def _run_pytest(cases: list[dict], json_path: Path, args: argparse.Namespace) ->
                         # the checks, Hypothesis' plugin would only warn about it.
                         "-p",
                         "no:hypothesispytest",
+                        "-p",
+                        "no:xdist",
                         "-W",
                         "ignore::pytest.PytestAssertRewriteWarning",
                         f"--benchmark-json={json_path}",
@@ -257,6 +262,8 @@ def _run_pytest(cases: list[dict], json_path: Path, args: argparse.Namespace) ->
                 )
             )
         finally:
+            if worker is not None:
+                os.environ["PYTEST_XDIST_WORKER"] = worker
             if previous is None:
                 os.environ.pop(bench_kernels.PLAN_ENV, None)
             else:
