@@ -21,12 +21,21 @@ from hypothesis import strategies as st
 from verify.dimensions import LAYOUTS
 from verify.strategies import rows
 from verify.strategies.common import log_band, round_to
+from verify.strategies.pins import choose
 from verify.strategies.rows import RowCase, bounded, drawn_shape, row_law, valid_layouts
 from verify.targets.base import Target
 
 #: The stream's scale over the branch output's, 10**ratio: equal, or grown through depth.
-RATIO_RANGE = (-1.0, 3.0)
 RATIO_BANDS = (0.1, 1.0, 10.0, 100.0)
+#: log10 of the stream/branch scale ratio, one interval per coverage band (log_band's labels):
+#: each band is drawn as often as the others, and pinned by its label.
+RATIO_DRAWS = {
+    "0.1": st.floats(-1.5, -1.0),
+    "0.1..1": st.floats(-1.0, 0.0, exclude_min=True),
+    "1..10": st.floats(0.0, 1.0, exclude_min=True),
+    "10..100": st.floats(1.0, 2.0, exclude_min=True),
+    ">100": st.floats(2.0, 3.0, exclude_min=True),
+}
 
 
 @dataclass(frozen=True)
@@ -103,8 +112,8 @@ def add_norm_cases(draw, *, target: Target, max_elements: int = 20_000) -> AddNo
         layouts = ("contiguous",)  # an in-place stream must be contiguous (the kernel's contract)
     return AddNormCase(
         **fields,
-        log10_residual_ratio=draw(st.floats(*RATIO_RANGE)),
-        residual_layout=draw(st.sampled_from(layouts)),
+        log10_residual_ratio=draw(choose("stream/branch scale", RATIO_DRAWS)),
+        residual_layout=draw(choose("residual layout", layouts)),
         dres=draw(st.booleans()),
     )
 
@@ -121,9 +130,7 @@ def dimensions(target: Target, *, max_elements: int) -> dict[str, tuple[str, ...
             "residual layout": ("contiguous",)
             if inplace
             else tuple(v for v in LAYOUTS if v != "channels_last" or 4 in target.ranks),
-            "stream/branch scale": tuple(
-                log_band(v, RATIO_BANDS) for v in (0.1, 0.5, 5.0, 50.0, 500.0)
-            ),
+            "stream/branch scale": tuple(RATIO_DRAWS),
             "gradient into the stream": ("True", "False"),
         }
     )
