@@ -102,6 +102,7 @@ def test_run_a_user_class_from_outside_the_project(tmp_path):
     assert list((tmp_path / "varguard-corpus" / "batchnorm.forward").rglob("*.json"))
 
 
+@pytest.mark.slow
 def test_torch_class_named_like_a_user_class(tmp_path):
     out = varguard(
         "run", "--target", "torch.nn:BatchNorm1d", "--dtype", "float32", "--layout", "contiguous",

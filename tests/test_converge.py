@@ -66,6 +66,7 @@ def test_correct_target_passes(short_job):
     assert explicit["comparison"]["status"] == "passed"
 
 
+@pytest.mark.slow
 def test_mutant_fails_and_the_exit_code_says_so(short_job):
     code, stdout, report, _ = short_job
     mutant = arm(report, "mutant:bn_backward_stats_constant")
@@ -82,6 +83,7 @@ def test_mutant_fails_and_the_exit_code_says_so(short_job):
     assert "FAILED converge.final.accuracy on mutant:bn_backward_stats_constant" in stdout
 
 
+@pytest.mark.slow
 def test_report_has_runs_checks_curves_controls_and_plots(short_job):
     _, stdout, report, out = short_job
     assert report["schema"] == "varguard.converge/1"
@@ -102,6 +104,7 @@ def test_report_has_runs_checks_curves_controls_and_plots(short_job):
     assert (out / "converge.txt").read_text().startswith("converge: tiny on digits")
 
 
+@pytest.mark.slow
 def test_initial_loss_is_ln_c_at_init(short_job):
     _, _, report, _ = short_job
     for run in report["runs"]:

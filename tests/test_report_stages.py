@@ -79,6 +79,7 @@ def test_run_with_both_stages_puts_them_in_one_report(staged_run):
     assert (out / "bench" / "bench.json").exists() and (out / "converge" / "converge.json").exists()
 
 
+@pytest.mark.slow
 def test_both_stages_show_in_markdown_and_html(staged_run):
     _, out = staged_run
     md = (out / "report.md").read_text()
@@ -91,6 +92,7 @@ def test_both_stages_show_in_markdown_and_html(staged_run):
     assert 'alt="achieved bandwidth as a fraction of a copy' in page
 
 
+@pytest.mark.slow
 def test_report_command_rerenders_after_a_converge_run_by_hand(staged_run, tmp_path):
     """`varguard converge --out REPORT/converge` by hand, then `varguard report REPORT`."""
     _, out = staged_run

@@ -111,7 +111,9 @@ def _labels(strategy, n: int) -> dict[str, set]:
     return seen
 
 
-@pytest.mark.parametrize("profile", [QUICK, STANDARD], ids=["quick", "standard"])
+@pytest.mark.parametrize(
+    "profile", [QUICK, pytest.param(STANDARD, marks=pytest.mark.slow)], ids=["quick", "standard"]
+)
 def test_every_declared_batchnorm_value_is_reachable(profile):
     """What the coverage table calls "declared" must be reachable by the strategies, or the
     table would flag a gap the search cannot close."""
