@@ -145,10 +145,13 @@ def expanded_axis(shape: tuple[int, ...], normalized_dims: int) -> int | None:
 
 def valid_layouts(shape: tuple[int, ...], normalized_dims: int, layouts=LAYOUTS) -> tuple:
     """The layouts a tensor of ``shape`` can take: channels_last needs 4 dimensions, an
-    expanded view a leading axis to repeat along."""
+    expanded view a leading axis to repeat along, a strided view two elements (torch calls any
+    one-element tensor contiguous, whatever its strides)."""
     out = []
     for layout in layouts:
         if layout == "channels_last" and len(shape) != 4:
+            continue
+        if layout == "strided" and math.prod(shape) < 2:
             continue
         if layout == "expanded" and expanded_axis(shape, normalized_dims) is None:
             continue
