@@ -105,6 +105,20 @@ def test_a_hang_or_crash_costs_two_checks_and_says_where(monkeypatch, tmp_path):
     assert again.returncode == -signal.SIGABRT
 
 
+def test_without_the_reference_target_an_eager_target_that_passed_stands_in(monkeypatch):
+    """A drop-in checked beside torch's own class (no torch-eager in the run): the hang's limit
+    derives from the time torch's class took, not the profile's flat limit."""
+    monkeypatch.setattr(execution, "TIMEOUT_FLOOR", 3.0)
+    monkeypatch.setattr(execution, "TIMEOUT_FACTOR", 0.01)
+    first = BN_CHECKS[:1]
+    torch_bn = resolve("torch.nn:BatchNorm2d")
+    jobs = [Job.of(torch_bn, first), Job(BROKEN + "Hangs", BROKEN + "Hangs", "batchnorm", first)]
+    got = run_checks(jobs, execution_for("quick"))  # one worker: torch's class runs first
+    hang = next(r for r in got if r.target == BROKEN + "Hangs")
+    assert hang.status == Status.ERROR and hang.extra["hung"]
+    assert f"took on {torch_bn.name}, at least 3 s" in hang.message
+
+
 def test_shards_split_the_plan_round_robin_and_cover_it_once():
     jobs = [
         Job("a", "a", "batchnorm", ("c1", "c2", "c3")),

@@ -499,10 +499,15 @@ class _Pool:
                 self.on_start(job.target, payload)
         elif kind == "result":
             self.strikes.pop(_implementation(job), None)
+            # The check's own time: the parent's clock would also count a fresh worker's
+            # one-off costs and the other workers' load.
+            took = (job.target, payload.seconds)
             if is_reference(job) and payload.status != Status.SKIPPED:
-                # The check's own time: the parent's clock would also count a fresh worker's
-                # one-off costs and the other workers' load.
-                self.reference.setdefault(payload.check, (job.target, payload.seconds))
+                self.reference[payload.check] = took
+            elif payload.status == Status.PASSED and not compiles(job.resolved):
+                # A run without the family's reference target (a drop-in next to torch's own
+                # class): the first eager target that passed the check stands in for it.
+                self.reference.setdefault(payload.check, took)
             self.emit(payload)
             slot.remaining.remove(payload.check)
             slot.current, slot.since = None, time.monotonic()
