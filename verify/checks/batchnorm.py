@@ -115,22 +115,16 @@ def _known_tiles(target: Target) -> list[BNCase]:
     if rank < 4 or "channels_last" not in layouts:
         return views
     known = functools.partial(BNCase, dtype=target.dtype, x_layout="channels_last")
+    small = (2, 3) + (3,) * (rank - 2)
     cases = [
         *views,
-        known(shape=(2, 3) + (3,) * (rank - 2), dy_layout="channels_last", seed=8),
+        known(shape=small, dy_layout="channels_last", seed=8),
         # The mixed pairs: a kernel chosen from one tensor's layout alone reads the other wrong.
-        known(shape=(2, 3) + (3,) * (rank - 2), dy_layout="contiguous", seed=10),
+        known(shape=small, dy_layout="contiguous", seed=10),
         known(shape=(2, 65) + (2,) * (rank - 2), seed=6),
     ]
     if "contiguous" in layouts:  # (a variant may be checked in channels_last alone)
-        cases.append(
-            known(
-                shape=(2, 3) + (3,) * (rank - 2),
-                x_layout="contiguous",
-                dy_layout="channels_last",
-                seed=11,
-            )  # fmt: skip
-        )
+        cases.append(known(shape=small, x_layout="contiguous", dy_layout="channels_last", seed=11))
     if rank == 4:
         cases.append(known(shape=(2, 3, 48, 48), seed=7))
     return cases
