@@ -4,6 +4,8 @@ channels_last one-pass variance is still there (and only there)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from normtests import QUICK, SMALL, cpu_targets, failures, write_module
 
@@ -74,3 +76,24 @@ def test_channels_last_one_pass_defect_is_torchs_and_narrow():
     assert not defect.matches(GNCase(shape=cl.shape, num_groups=2, x_layout="channels_last"))
     r = run_check(check, resolve("torch-groupnorm-channels-last"), SMALL, seed=1)
     assert r.status == Status.PASSED and "known defect still present" in r.message
+
+
+def test_half_flat_group_dx_defect_is_torchs_and_narrow():
+    """The float16 flat-group defect's example still fails on torch and passes on the op-by-op
+    group norm; the matcher takes float16 groups with var + eps below the limit and nothing else."""
+    check = get_check("groupnorm.backward")
+    defect = gn_checks.HALF_FLAT_GROUP_DX
+    torch_gn = resolve("torch-groupnorm-float16")
+    assert defect in check.defects_for(torch_gn) and defect.present(check, torch_gn)
+    assert not check.defects_for(resolve("varguard-explicit-groupnorm-float16"))
+    assert check.measure(resolve("varguard-explicit-groupnorm-float16"), defect.example).ok
+    assert defect not in check.defects_for(resolve("torch-groupnorm-bfloat16"))
+    flat = defect.example
+    assert defect.matches(flat)
+    assert not defect.matches(dataclasses.replace(flat, eps=1e-5))
+    assert not defect.matches(dataclasses.replace(flat, dtype="bfloat16", param_dtype="bfloat16"))
+    spread = dataclasses.replace(
+        flat, shape=(2, 4, 2, 2), num_groups=2
+    )  # a one-value group is flat
+    assert defect.matches(spread)
+    assert not defect.matches(dataclasses.replace(spread, distribution="normal"))

@@ -464,3 +464,40 @@ GROUP_NORM_CHANNELS_LAST_ONE_PASS_LAYOUT = {
     )
     for dtype in GN_DEFECT_DTYPES
 }
+
+
+def half_group_too_flat(case: GNCase) -> bool:
+    """float16 activations with a group whose var + eps is below rows.HALF_DX_LIMIT."""
+    if case.dtype != "float16":
+        return False
+    groups = make_input(case).reshape(case.shape[0] * case.num_groups, case.n)
+    return bool(np.min(groups.var(axis=1)) + case.eps < rows.HALF_DX_LIMIT)
+
+
+#: Found by varguard on torch 2.13.0 (CPU, quick profile, seed 1): on float16 input the group
+#: norm backward returns inf/NaN in dx for groups of (near) zero variance when var + eps is
+#: small, as its layer norm does (HALF_FLAT_ROW_DX); first seen on a (2, 1) input in one group,
+#: eps 1e-12, no affine, where the exact dx is 0. Measured on constant groups, eps from 1e-12 to
+#: 1e-6 in steps of 10^0.1, group values around 0.01, 1 and 1000, 1 to 8192 values a group,
+#: contiguous and channels_last: wrong non-finite dx up to eps 2.0e-10 without affine (1.3e-9 at
+#: 8192 values), and with affine only for values around 1000 (up to 6.3e-9); on normal groups
+#: of small scale up to var + eps 2.3e-10 (none passed below it, all above 3.2e-10 did).
+#: bfloat16 and float32 never. The matcher takes var + eps < rows.HALF_DX_LIMIT (1e-8).
+HALF_FLAT_GROUP_DX = CHECKS.add_defect(
+    KnownDefect(
+        checks=("groupnorm.backward", "groupnorm.param_dtypes", "groupnorm.poisoned_outputs"),
+        applies_to=_torch_group_norm_cpu("float16"),
+        description="torch CPU group norm backward on float16 input returns inf/NaN in dx for "
+        "groups with var + eps below ~6e-9 (rstd and its powers overflow float16)",
+        matches=half_group_too_flat,
+        example=GNCase(
+            shape=(2, 1),
+            num_groups=1,
+            dtype="float16",
+            param_dtype="float16",
+            distribution="constant",
+            eps=1e-12,
+            affine=False,
+        ),  # fmt: skip
+    )
+)

@@ -321,16 +321,12 @@ HALF_DBIAS_ACCUMULATION = {
 }
 
 
-#: var + eps below which a float16 row's dx may come back non-finite (see the defect below).
-HALF_DX_LIMIT = 1e-8
-
-
 def half_row_too_flat(case: RowCase) -> bool:
-    """float16 activations with a row whose var + eps is below HALF_DX_LIMIT."""
+    """float16 activations with a row whose var + eps is below rows.HALF_DX_LIMIT."""
     if case.dtype != "float16":
         return False
     rows_ = make_input(case).reshape(-1, case.n)
-    return bool(np.min(rows_.var(axis=1)) + case.eps < HALF_DX_LIMIT)
+    return bool(np.min(rows_.var(axis=1)) + case.eps < rows.HALF_DX_LIMIT)
 
 
 #: Found by varguard on torch 2.13.0 (CPU): on float16 input the layer norm backward returns

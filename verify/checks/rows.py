@@ -390,6 +390,13 @@ def sequential_half_sum(dy: np.ndarray, *, dtype: str, param_dtype: str) -> np.n
     return acc.to(getattr(torch, param_dtype)).double().numpy()
 
 
+#: var + eps below which torch 2.13's CPU layer norm and group norm backward may return a
+#: non-finite dx on float16 activations (1/sqrt(var + eps) and its powers overflow float16);
+#: measured limits in verify.checks.layernorm.HALF_FLAT_ROW_DX and
+#: verify.checks.groupnorm.HALF_FLAT_GROUP_DX, this is 1.6x the largest of them.
+HALF_DX_LIMIT = 1e-8
+
+
 def real_channels_last(shape: tuple[int, ...]) -> bool:
     """Whether a channels_last tensor of ``shape`` differs from a contiguous one (size-1
     dimensions can make both formats one)."""
