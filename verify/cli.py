@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_run(sub)
+    _add_sweep(sub)
     _add_merge(sub)
     _add_report(sub)
     _add_gate(sub)
@@ -201,6 +202,35 @@ def _add_run(sub) -> None:
         "options, the profile's effort) and exit without running it",
     )
     p.set_defaults(command_function="verify.commands.run:cmd_run")
+
+
+def _add_sweep(sub) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="run the same verification at many seeds: the false-alarm measure",
+        description="Run `varguard run` once per Hypothesis seed, each into OUT/seed-S, then "
+        "write OUT/sweep.json and OUT/sweep.md: every failure with its seed and reproduction "
+        "script, and each target's checks, cases and worst error/allowed ratio over all seeds. "
+        "Correct implementations must fail at no seed. A seed already complete in OUT is not "
+        "run again and an interrupted one is resumed: after a stop, run the same command again.",
+        epilog="Example: varguard sweep --seeds 0-19 --out sweep -- --profile quick --no-depth "
+        "--family layernorm. Exit codes: 0 no failure at any seed, 1 a failure or error, 2 "
+        "usage error, 130/143 interrupted (the summary is still written).",
+    )
+    p.add_argument(
+        "--seeds",
+        required=True,
+        metavar="SEEDS",
+        help="the seeds: a range A-B (both included), a comma list, or both (0-9,15)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="the sweep folder")
+    p.add_argument(
+        "run_options",
+        nargs=argparse.REMAINDER,
+        metavar="-- RUN OPTIONS",
+        help="options for each `varguard run` (all but --seed, --out, --resume, --shard)",
+    )
+    p.set_defaults(command_function="verify.commands.sweep:cmd_sweep")
 
 
 def _add_merge(sub) -> None:

@@ -8,7 +8,9 @@ else.
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import threading
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
@@ -41,6 +43,25 @@ def interruption(exc: KeyboardInterrupt) -> Interrupted:
     return exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
 
 
+@contextlib.contextmanager
+def stop_signals():
+    """SIGTERM (a CI job's time limit, `kill`) stops the run the way Ctrl-C does: an Interrupted
+    exception where the run is, so the workers are stopped and the report is still written."""
+    if threading.current_thread() is not threading.main_thread():  # handlers are main-only
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
@@ -50,4 +71,5 @@ __all__ = [
     "Interrupted",
     "UsageError",
     "interruption",
+    "stop_signals",
 ]

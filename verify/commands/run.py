@@ -14,12 +14,9 @@ finished (marked interrupted, with the command that continues it) and exits 130 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shlex
 import shutil
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
@@ -30,7 +27,7 @@ import torch
 from verify import config, corpus, table
 from verify.checks import checks_for
 from verify.execution import Execution, Job, Shard, available_cores, prestart, run_checks
-from verify.exits import EXIT_FAILED, EXIT_OK, Interrupted, UsageError, interruption
+from verify.exits import EXIT_FAILED, EXIT_OK, Interrupted, UsageError, interruption, stop_signals
 from verify.families import FAMILIES
 from verify.profiles import Profile, get_profile
 from verify.progress import Progress
@@ -388,25 +385,6 @@ def write_junit(run_plan: RunPlan, report: dict) -> None:
 
 
 # --- interruption --------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def stop_signals():
-    """SIGTERM (a CI job's time limit, `kill`) stops the run the way Ctrl-C does: an Interrupted
-    exception where the run is, so the workers are stopped and the report is still written."""
-    if threading.current_thread() is not threading.main_thread():  # handlers are main-only
-        yield
-        return
-
-    def stop(signum, frame):
-        raise Interrupted(signum)
-
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def resume_command(run_plan: RunPlan) -> str:
