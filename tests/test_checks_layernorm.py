@@ -4,16 +4,22 @@ its half-precision variants, and torch's known defects are still there (or the r
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
+import torch
 from helpers import slow_except
 from normtests import QUICK, SMALL, cpu_targets, failures, write_module
 
-from verify.checks import get_check
+from verify.adapters import layernorm as adapter
+from verify.checks import get_check, rows
 from verify.checks import layernorm as ln_checks
 from verify.checks.base import run_check
 from verify.mutants import catalog
 from verify.resolve import resolve
 from verify.result import Status
+from verify.strategies.rows import RowCase, make_grad, make_input
 from verify.targets import layernorm as ln_targets
 
 FAMILY = "layernorm"
@@ -84,8 +90,8 @@ def test_a_drop_in_written_outside_is_checked_in_half_precision(tmp_path, monkey
 @pytest.mark.parametrize(
     "defect, target",
     [
-        (ln_checks.HALF_DBIAS_ACCUMULATION["bfloat16"], "torch-layernorm-bfloat16"),
-        (ln_checks.HALF_DBIAS_ACCUMULATION["float16"], "torch-layernorm-float16"),
+        (ln_checks.HALF_PARAM_GRAD_ACCUMULATION["bfloat16"], "torch-layernorm-bfloat16"),
+        (ln_checks.HALF_PARAM_GRAD_ACCUMULATION["float16"], "torch-layernorm-float16"),
         (ln_checks.HALF_FLAT_ROW_DX, "torch-layernorm-float16"),
     ],
     ids=["dbias-bf16", "dbias-fp16", "flat-row-dx"],
@@ -98,3 +104,28 @@ def test_known_torch_defects_are_narrow_and_still_there(defect, target):
     assert not check.defects_for(resolve("varguard-explicit-layernorm"))  # torch's alone
     r = run_check(check, target, SMALL, seed=2)
     assert r.status == Status.PASSED and "known defect still present" in r.message
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_torch_half_param_grads_replay_bit_for_bit(dtype):
+    """The defect's matcher replays torch's half-precision dweight and dbias sums: equal to
+    torch's bit for bit (at this process's thread count: 1 in a run's workers, 2 here under
+    pytest-xdist or not) on a case whose dweight sum grows (dy ~ xhat over 1024 rows), where
+    the replay is past the bound; the same case in float32 or without affine is not matched."""
+    target = resolve(f"torch-layernorm-{dtype}")
+    case = RowCase(shape=(1024, 16), kind="layer", dtype=dtype, grad_law="output", seed=8)
+    run = adapter.step(target, case)
+    replayed = rows.torch_half_layer_norm_param_grads(
+        make_input(case),
+        make_grad(case),
+        eps=case.eps,
+        dtype=dtype,
+        param_dtype="float32",
+        chunks=torch.get_num_threads(),
+    )
+    for name in ("dweight", "dbias"):
+        np.testing.assert_array_equal(rows.output(run, name).ravel(), replayed[name])
+    defect = ln_checks.HALF_PARAM_GRAD_ACCUMULATION[dtype]
+    assert defect.matches(case)
+    assert not defect.matches(dataclasses.replace(case, dtype="float32"))
+    assert not defect.matches(dataclasses.replace(case, affine=False))

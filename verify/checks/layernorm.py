@@ -59,6 +59,8 @@ def _known(target: Target) -> list[RowCase]:
         known(shape=(2, 3, 4, 5), normalized_dims=2, seed=5),  # two normalised dimensions
         known(shape=(2, 5120), log10_kappa=1.0, seed=6),  # a real model's hidden size
         known(shape=(1, 16385), seed=7),  # a row one past a 16k tile
+        # many rows and dy ~ xhat: dweight = sum dy xhat grows with the rows (coarse sums stall)
+        known(shape=(1024, 16), grad_law="output", seed=8),
     ]
     return [fit(c, target) for c in cases]
 
@@ -283,37 +285,45 @@ def _torch_layer_norm_cpu(dtypes: tuple[str, ...]):
     return applies
 
 
-def dbias_sum_exceeds_bound(case: RowCase) -> bool:
-    """Whether torch's sequential half-precision dbias (rows.sequential_half_sum) is past the dbias
-    bound on this case: exactly the cases the defect fails, no others."""
-    if case.dtype not in ("bfloat16", "float16") or not (case.affine and case.bias):
+def param_grads_exceed_bound(case: RowCase) -> bool:
+    """Whether torch's half-precision parameter gradients, replayed
+    (rows.torch_half_layer_norm_param_grads), are past the dweight or dbias bound on this case:
+    exactly the cases the defect fails, no others."""
+    if case.dtype not in ("bfloat16", "float16") or not case.affine:
         return False
     if case.param_dtype not in ("float32", case.dtype):  # torch refuses the other pairings
         return False
     exp = expected(None, case, backward=True)  # the target is not used by the reference
-    got = rows.sequential_half_sum(
-        make_grad(case).reshape(-1, case.n), dtype=case.dtype, param_dtype=case.param_dtype
+    return rows.half_param_grads_exceed(
+        exp,
+        make_input(case).reshape(-1, case.n),
+        make_grad(case).reshape(-1, case.n),
+        eps=case.eps,
+        dtype=case.dtype,
+        param_dtype=case.param_dtype,
     )
-    return bool(np.any(np.abs(got - exp.values["dbias"].ravel()) > exp.tols["dbias"].ravel()))
 
 
-#: Found by varguard on torch 2.13.0 (CPU): the layer norm backward sums dbias over the rows in
-#: the activations' dtype for bfloat16 and float16 input. Measured: bit for bit the sequential
-#: sum with the running total rounded to bfloat16/float16 after each row
-#: (rows.sequential_half_sum), for float32 and half parameters alike, every input layout
-#: (contiguous, strided, expanded rows), 2 to 1000 rows of 7 to 1000 values; errors up to 744
-#: on 1000 repeated rows of bfloat16 (4.5 on 64). dweight is summed in float32 and stays within
-#: its bound. The matcher replays that sum and excludes exactly the cases where it exceeds the
-#: dbias bound.
-HALF_DBIAS_ACCUMULATION = {
+#: Found by varguard on torch 2.13.0 (CPU): the layer norm backward sums dweight and dbias over
+#: the rows in the activations' dtype for bfloat16 and float16 input. Measured: bit for bit the
+#: sequential sum of each row's float32 terms (dy xhat, xhat from the float32 row mean and
+#: rstd; dy) with the running total rounded to bfloat16/float16 after each row
+#: (rows.torch_half_layer_norm_param_grads), for float32 and half parameters alike, every input
+#: layout. dbias: errors up to 744 on 1000 repeated rows of bfloat16 (4.5 on 64). dweight shows
+#: once its sum grows (dy ~ xhat, the gradient law "output"): 6666 rows of 3, relative error
+#: 0.70 in bfloat16 (the running total stalls at 1024) and 0.03 in float16; zero-mean dy keeps
+#: the sums small and hid it. RMSNorm's dweight is summed in float32 (measured: relative error
+#: 8e-8 on the same rows). The matcher replays the sums and excludes exactly the cases where one
+#: exceeds its bound.
+HALF_PARAM_GRAD_ACCUMULATION = {
     dtype: CHECKS.add_defect(
         KnownDefect(
             checks=("layernorm.backward", "layernorm.param_dtypes"),
             applies_to=_torch_layer_norm_cpu((dtype,)),
-            description=f"torch CPU layer norm backward accumulates dbias over the rows in "
-            f"{dtype} (a sequential sum rounded to {dtype} after each row), past the bound of a "
-            f"float32 accumulation",
-            matches=dbias_sum_exceeds_bound,
+            description=f"torch CPU layer norm backward accumulates dweight and dbias over the "
+            f"rows in {dtype} (a sequential sum rounded to {dtype} after each row), past the "
+            f"bound of a float32 accumulation",
+            matches=param_grads_exceed_bound,
             example=RowCase(shape=(64, 32), kind="layer", dtype=dtype, seed=3),
         )
     )

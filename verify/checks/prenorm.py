@@ -389,23 +389,29 @@ def measure_bad_input(target: Target, case: BadTailInput) -> Measurement:
 # --- known defects of real implementations ---------------------------------------------------
 
 
-def dbias_sum_exceeds_bound(case: AddNormCase) -> bool:
-    """verify.checks.layernorm.HALF_DBIAS_ACCUMULATION, as the tail's layer norm shows it."""
-    if case.kind != "layer" or case.dtype not in ("bfloat16", "float16"):
+def param_grads_exceed_bound(case: AddNormCase) -> bool:
+    """verify.checks.layernorm.HALF_PARAM_GRAD_ACCUMULATION, as the tail's layer norm shows it:
+    the replayed sums over the stored stream (x + residual rounded), the layer norm's input."""
+    if case.kind != "layer" or case.dtype not in ("bfloat16", "float16") or not case.affine:
         return False
-    if not (case.affine and case.bias) or case.param_dtype not in ("float32", case.dtype):
+    if case.param_dtype not in ("float32", case.dtype):
         return False
     exp = expected(None, case, backward=True)
-    got = rows.sequential_half_sum(
-        make_grad(case).reshape(-1, case.n), dtype=case.dtype, param_dtype=case.param_dtype
+    stream = ref.round_to_storage(make_input(case) + make_residual(case), case.dtype)
+    return rows.half_param_grads_exceed(
+        exp,
+        stream.reshape(-1, case.n),
+        make_grad(case).reshape(-1, case.n),
+        eps=case.eps,
+        dtype=case.dtype,
+        param_dtype=case.param_dtype,
     )
-    return bool(np.any(np.abs(got - exp.values["dbias"].ravel()) > exp.tols["dbias"].ravel()))
 
 
-#: The layer norm defect verify.checks.layernorm.HALF_DBIAS_ACCUMULATION records (torch 2.13.0
-#: CPU: dbias summed over the rows in bfloat16/float16), seen through torch's add + layer_norm.
-#: The same measurement and the same replayed sum decide the cases.
-HALF_DBIAS_ACCUMULATION = {
+#: The layer norm defect verify.checks.layernorm.HALF_PARAM_GRAD_ACCUMULATION records (torch
+#: 2.13.0 CPU: dweight and dbias summed over the rows in bfloat16/float16), seen through torch's
+#: add + layer_norm. The same measurement and the same replayed sums decide the cases.
+HALF_PARAM_GRAD_ACCUMULATION = {
     dtype: CHECKS.add_defect(
         KnownDefect(
             checks=("prenorm.backward", "prenorm.param_dtypes"),
@@ -415,9 +421,9 @@ HALF_DBIAS_ACCUMULATION = {
                 ),
                 dtype=dtype,
             ),
-            description=f"torch CPU layer norm backward accumulates dbias over the rows in "
-            f"{dtype} (after x + residual)",
-            matches=dbias_sum_exceeds_bound,
+            description=f"torch CPU layer norm backward accumulates dweight and dbias over the "
+            f"rows in {dtype} (after x + residual)",
+            matches=param_grads_exceed_bound,
             example=AddNormCase(shape=(64, 32), kind="layer", dtype=dtype, seed=3),
         )
     )

@@ -378,16 +378,61 @@ def runs_forward_of(target: Target, classes: tuple[type, ...]) -> bool:
     )
 
 
-def sequential_half_sum(dy: np.ndarray, *, dtype: str, param_dtype: str) -> np.ndarray:
-    """The column sums of ``dy`` (rows, n) as torch 2.13's CPU layer norm backward forms dbias
-    for half-precision activations: the rows added one after another with the running sum
-    rounded to ``dtype`` after each, then stored in ``param_dtype`` (bit for bit: see
-    verify.checks.layernorm.HALF_DBIAS_ACCUMULATION)."""
-    t = torch.from_numpy(np.ascontiguousarray(dy)).to(getattr(torch, dtype))
-    acc = torch.zeros(t.shape[1], dtype=t.dtype)
-    for row in t:
-        acc = (acc.float() + row.float()).to(t.dtype)
-    return acc.to(getattr(torch, param_dtype)).double().numpy()
+def sequential_half_sum(
+    terms: np.ndarray, *, dtype: str, param_dtype: str, chunks: int = 1
+) -> np.ndarray:
+    """The column sums of ``terms`` (rows, n) as torch 2.13's CPU layer norm backward forms dbias
+    and dweight for half-precision activations: the rows cut into ``chunks`` consecutive parts
+    (one per torch thread), each part's float32 terms added one row after another to a running
+    sum rounded to ``dtype`` after each, the parts' sums added in float32, then stored in
+    ``param_dtype`` (measured bit for bit at 1, 2 and 4 threads; at 3 torch cuts the rows a
+    little differently: within a few units in the last place; see
+    verify.checks.layernorm.HALF_PARAM_GRAD_ACCUMULATION)."""
+    t = torch.from_numpy(np.ascontiguousarray(terms)).float()
+    total = torch.zeros(t.shape[1], dtype=torch.float32)
+    for part in torch.tensor_split(t, max(1, chunks)):
+        acc = torch.zeros(t.shape[1], dtype=getattr(torch, dtype))
+        for row in part:
+            acc = (acc.float() + row).to(acc.dtype)
+        total = total + acc.float()
+    return total.to(getattr(torch, param_dtype)).double().numpy()
+
+
+def torch_half_layer_norm_param_grads(
+    x: np.ndarray, dy: np.ndarray, *, eps: float, dtype: str, param_dtype: str, chunks: int = 1
+) -> dict[str, np.ndarray]:
+    """dweight and dbias as torch 2.13's CPU layer norm backward forms them on half-precision
+    rows ``x`` (rows, n) with incoming gradient ``dy`` (both already in ``dtype``'s values):
+    the terms dy xhat and dy in float32, xhat from the float32 mean and 1/sqrt(var + eps) of
+    each row, summed by :func:`sequential_half_sum` in ``chunks`` parts."""
+    xf = torch.from_numpy(np.ascontiguousarray(x)).float()
+    dyf = torch.from_numpy(np.ascontiguousarray(dy)).float()
+    mean = xf.mean(dim=1, keepdim=True)
+    rstd = torch.rsqrt(xf.var(dim=1, unbiased=False, keepdim=True) + eps)
+    terms = {"dweight": dyf * ((xf - mean) * rstd), "dbias": dyf}
+    return {
+        name: sequential_half_sum(t.numpy(), dtype=dtype, param_dtype=param_dtype, chunks=chunks)
+        for name, t in terms.items()
+    }
+
+
+def half_param_grads_exceed(
+    exp: Expected, x: np.ndarray, dy: np.ndarray, *, eps, dtype, param_dtype
+) -> bool:
+    """Whether torch's half-precision dweight or dbias (:func:`torch_half_layer_norm_param_grads`)
+    is past its bound in ``exp`` anywhere, replayed both on one thread and on as many as torch
+    has here: fewer threads, longer runs of half-precision additions, larger errors; the union
+    keeps the rows torch cuts a little differently from being missed."""
+    for chunks in sorted({1, torch.get_num_threads()}):
+        replayed = torch_half_layer_norm_param_grads(
+            x, dy, eps=eps, dtype=dtype, param_dtype=param_dtype, chunks=chunks
+        )
+        for name, got in replayed.items():
+            if name in exp.values:
+                err = np.abs(got - exp.values[name].ravel())
+                if np.any(err > exp.tols[name].ravel()):
+                    return True
+    return False
 
 
 #: var + eps below which torch 2.13's CPU layer norm and group norm backward may return a
@@ -432,6 +477,8 @@ __all__ = [
     "poisoned_memory",
     "real_channels_last",
     "runs_forward_of",
+    "half_param_grads_exceed",
     "sequential_half_sum",
+    "torch_half_layer_norm_param_grads",
     "twin",
 ]

@@ -16,6 +16,7 @@ from verify.targets.closed_form_bn import (
     ClosedFormBatchNorm2d,
     ClosedFormBatchNorm3d,
     acc_dtype,
+    bshape,
     is_channels_last,
     physical_as_channels_last,
     physical_as_contiguous,
@@ -323,3 +324,30 @@ class StorageOffsetIgnored(ClosedFormBatchNorm2d):
 
 
 __all__ = ["MUTANTS"]
+
+
+@MUTANTS.register(
+    name="dgamma_half_accumulation",
+    bug="dgamma = sum dy x_hat is accumulated over the batch in the activations' dtype (a "
+    "running bfloat16 total): once the sum grows, it stops counting",
+    caught_by=("batchnorm.backward",),
+    shows_in="bfloat16 x dy law output x many values per channel (backward)",
+    dtype="bfloat16",
+)
+class DgammaHalfAccumulation(ClosedFormBatchNorm2d):
+    """The mechanism varguard measured in torch 2.13's own CPU layer norm backward on half
+    input (verify.checks.layernorm.HALF_PARAM_GRAD_ACCUMULATION: dweight summed row after row
+    into a bfloat16/float16 total) in a batch norm's dgamma. The sum grows only where dy
+    follows the output (the dy law "output"); zero-mean dy hides it."""
+
+    def _bn_backward(self, grad_out, x, weight, mean, invstd, use_batch_stats, needs):
+        gx, gw, gb = super()._bn_backward(grad_out, x, weight, mean, invstd, use_batch_stats, needs)
+        if gw is None or x.dtype not in (torch.bfloat16, torch.float16):
+            return gx, gw, gb
+        acc = mean.dtype
+        xhat = (x.to(acc) - bshape(x, mean)) * bshape(x, invstd)
+        terms = (grad_out.to(acc) * xhat).transpose(0, 1).reshape(x.size(1), -1).T
+        total = torch.zeros(x.size(1), dtype=x.dtype)
+        for row in terms:
+            total = (total.float() + row).to(x.dtype)
+        return gx, total.to(weight.dtype), gb

@@ -179,3 +179,41 @@ class OddHiddenRowBoundary(ExplicitRMSNorm):
 
 
 __all__ = ["MUTANTS"]
+
+
+class _RowsSummedInHalf(torch.autograd.Function):
+    """The weight broadcast over the rows; its gradient summed over the rows one after another
+    with the running total rounded to ``dtype`` after each row."""
+
+    @staticmethod
+    def forward(ctx, weight, shape, dtype):
+        ctx.dtype, ctx.weight_dtype = dtype, weight.dtype
+        return weight.float().expand(shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows = grad.reshape(-1, grad.shape[-1])
+        total = torch.zeros(rows.shape[1], dtype=ctx.dtype)
+        for row in rows:
+            total = (total.float() + row).to(ctx.dtype)
+        return total.to(ctx.weight_dtype), None, None
+
+
+@register(
+    name="dweight_half_accumulation",
+    bug="the weight gradient is summed over the rows in the activations' dtype (a running "
+    "bfloat16 total, as torch's CPU layer norm does): long batches stop counting",
+    caught_by=("rmsnorm.backward",),
+    shows_in="bfloat16 x elementwise_affine True x many rows (backward)",
+    dtype="bfloat16",
+)
+class DweightHalfAccumulation(ExplicitRMSNorm):
+    """The mechanism of torch 2.13's own CPU layer norm backward on half input (found by
+    varguard: verify.checks.layernorm.HALF_PARAM_GRAD_ACCUMULATION) moved to RMSNorm's dweight,
+    a reduction over the rows that kernels write as a second pass or with atomics."""
+
+    def _apply_weight(self, y, x, acc):
+        half = x.dtype in (torch.bfloat16, torch.float16)
+        if self.weight is None or not half or len(self.normalized_shape) != 1:
+            return super()._apply_weight(y, x, acc)
+        return (y * _RowsSummedInHalf.apply(self.weight, y.shape, x.dtype)).to(x.dtype)

@@ -237,13 +237,27 @@ def make_grad(case: BNCase, *, step: int = 0) -> np.ndarray:
         dy = dy + 10.0 ** rng.uniform(0.0, 2.0, size=bshape) * rng.choice([-1.0, 1.0], bshape)
     elif case.grad_law == "sparse":
         dy = dy * (rng.uniform(size=shape) < rng.uniform(0.1, 0.5))  # behind a ReLU: mostly 0
+    elif case.grad_law == "output":
+        # dy ~ x_hat (a loss like |y|^2 / 2): dgamma = sum dy x_hat grows with the batch, where
+        # a coarse accumulation of it stalls. An expanded dy repeats the corner it was drawn in.
+        corner = tuple(slice(0, s) for s in shape)
+        dy = normalized(make_input(case, step=step))[corner] + 0.25 * dy
     return np.broadcast_to(round_to(dy, case.dtype), case.shape).copy()
+
+
+def normalized(x: np.ndarray) -> np.ndarray:
+    """x normalised per channel (axis 1) over every other axis in float64 (0 without spread)."""
+    axes = tuple(i for i in range(x.ndim) if i != 1)
+    centred = x - x.mean(axis=axes, keepdims=True)
+    std = np.sqrt((centred * centred).mean(axis=axes, keepdims=True))
+    return centred / np.where(std > 0, std, 1.0)
 
 
 #: The two values of a boolean constructor argument, by coverage label.
 BOOLS = {"True": True, "False": False}
-#: The incoming gradient's laws: zero-mean normal, offset per channel, mostly zeros.
-GRAD_LAWS = ("normal", "offset", "sparse")
+#: The incoming gradient's laws: zero-mean normal, offset per channel, mostly zeros, and the
+#: output's own direction (dy ~ x_hat).
+GRAD_LAWS = ("normal", "offset", "sparse", "output")
 
 
 # --- the search -----------------------------------------------------------------------------

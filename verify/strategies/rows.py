@@ -37,6 +37,7 @@ from verify.strategies.common import (
     round_to,
     sizes,
 )
+from verify.strategies.pins import choose
 from verify.targets.base import Target
 
 #: Largest finite float16 is 65504: "near the float16 limit" draws magnitudes up to this.
@@ -63,6 +64,13 @@ EDGES = ("1", "2^k-1", "2^k", "2^k+1", "other")
 KAPPA_BANDS = (1.0, 10.0, 1e2, 1e3)
 #: Parameter dtypes a row norm may be given beside its activations' (the param_dtypes checks).
 PARAM_DTYPES = ("float32", "bfloat16", "float16", "float64")
+
+#: The incoming gradient's laws: zero-mean normal; offset per feature (a loss through a bias or
+#: a mean: dbias = sum dy grows with the rows); mostly zeros (behind a ReLU); and the output's
+#: own direction, dy ~ xhat (the gradient of a loss like |y|^2 / 2: dweight = sum dy xhat grows
+#: with the rows). A parameter gradient summed coarsely over the rows shows only where its sum
+#: grows: under the last two laws, not under zero-mean noise.
+GRAD_LAWS = ("normal", "offset", "sparse", "output")
 
 DTYPE_KAPPA = {"float32": 4.0, "float64": 6.0, "bfloat16": 1.0, "float16": 2.0}
 DTYPE_SCALE = {
@@ -92,6 +100,7 @@ class RowCase:
     bias: bool = True  # LayerNorm(bias=...); RMSNorm has none
     x_layout: str = "contiguous"  # verify.dimensions.LAYOUTS
     dy_layout: str = "contiguous"
+    grad_law: str = "normal"  # GRAD_LAWS
 
     @property
     def normalized_shape(self) -> tuple[int, ...]:
@@ -125,6 +134,7 @@ class RowCase:
             "rows edge": edge_class(self.rows),
             "distribution": self.distribution,
             "kappa": log_band(10.0**self.log10_kappa, KAPPA_BANDS),
+            "dy law": self.grad_law,
         }
         if self.kind == "rms":
             del out["bias"]
@@ -235,7 +245,26 @@ def make_grad(case: RowCase, *, step: int = 0, salt: int = 20_000) -> np.ndarray
     layout is "expanded". ``salt`` tells apart several gradients of one case."""
     rng = np.random.default_rng([case.seed, salt, step])
     shape = drawn_shape(case.shape, case.normalized_dims, case.dy_layout)
-    return np.broadcast_to(round_to(rng.normal(size=shape), case.dtype), case.shape).copy()
+    dy = rng.normal(size=shape)
+    features = (1,) * (len(shape) - case.normalized_dims) + tuple(case.normalized_shape)
+    if case.grad_law == "offset":  # a per-feature mean 1-100 times the spread
+        dy = dy + 10.0 ** rng.uniform(0.0, 2.0, size=features) * rng.choice([-1.0, 1.0], features)
+    elif case.grad_law == "sparse":
+        dy = dy * (rng.uniform(size=shape) < rng.uniform(0.1, 0.5))
+    elif case.grad_law == "output":
+        corner = tuple(slice(0, s) for s in shape)  # the rows an expanded dy repeats
+        dy = normalized(case, make_input(case, step=step))[corner] + 0.25 * dy
+    return np.broadcast_to(round_to(dy, case.dtype), case.shape).copy()
+
+
+def normalized(case: RowCase, x: np.ndarray) -> np.ndarray:
+    """x normalised over the case's rows in float64: (x - mean) / std for layer norm, x / rms
+    for RMSNorm (0 where a row has no spread)."""
+    rows_ = x.reshape(-1, case.n)
+    if case.kind == "layer":
+        rows_ = rows_ - rows_.mean(axis=1, keepdims=True)
+    scale = np.sqrt((rows_ * rows_).mean(axis=1, keepdims=True))
+    return (rows_ / np.where(scale > 0, scale, 1.0)).reshape(x.shape)
 
 
 # --- the search -----------------------------------------------------------------------------
@@ -364,6 +393,7 @@ def row_cases(draw, *, target: Target, kind: str, max_elements: int = 20_000) ->
         bias=kind == "layer" and draw(st.booleans()),
         x_layout=draw(st.sampled_from(layouts)),
         dy_layout="contiguous" if target.compile else draw(st.sampled_from(layouts_of(shape, k))),
+        grad_law=draw(choose("dy law", GRAD_LAWS)),
     )
 
 
@@ -399,6 +429,7 @@ def dimensions(target: Target, *, kind: str, max_elements: int) -> dict[str, tup
         "model hidden size": ("True", "False") if hidden_cap >= MODEL_HIDDEN[0] else ("False",),
         "rows": reachable_bands(min(MAX_ROWS, max_elements), ROW_BANDS),
         "rows edge": EDGES,
+        "dy law": GRAD_LAWS,
         "kappa": tuple(
             dict.fromkeys(
                 log_band(k, KAPPA_BANDS)
@@ -416,6 +447,7 @@ def reachable_bands(cap: int, edges: tuple, *, low: int = 1) -> tuple[str, ...]:
 
 __all__ = [
     "COMPILED_SHAPES",
+    "GRAD_LAWS",
     "MAX_HIDDEN",
     "MODEL_HIDDEN",
     "PARAM_DTYPES",
@@ -432,6 +464,7 @@ __all__ = [
     "make_grad",
     "make_input",
     "make_params",
+    "normalized",
     "param_dtypes",
     "row_cases",
     "row_law",
