@@ -11,6 +11,7 @@ from normtests import QUICK, cpu_targets, failures, write_module
 from theory.rmsnorm import default_eps
 from verify.checks import get_check
 from verify.checks.base import run_check
+from verify.checks.rows import BadRowInput
 from verify.mutants import catalog
 from verify.resolve import resolve
 from verify.result import Status
@@ -91,3 +92,12 @@ def test_a_drop_in_written_outside_is_checked_in_half_precision(tmp_path, monkey
     target = resolve(f"userrms:MyRMSNorm[{dtype}, contiguous]")
     bad = failures(target, seed=6)
     assert not bad, "\n".join(bad)
+
+
+def test_bad_input_on_a_compiled_target_builds_the_module_for_its_own_shape():
+    """Seed 11 of the quick sweep: the bad-input case's module was built for the compiled
+    target's one shape (64 wide) instead of normalized_shape=(63,), so a (3, 64) input was valid
+    for it and torch.compile was reported to accept a wrong shape: a false alarm of the suite."""
+    check = get_check("rmsnorm.bad_input")
+    m = check.measure(resolve("torch-rmsnorm-compile"), BadRowInput(kind="wrong_last", n=63))
+    assert m.ok, m.message

@@ -343,6 +343,8 @@ def measure_bad_input(target: Target, case: BadGroupInput) -> Measurement:
             f"{case.kind}: {c} channels in {c + 1} groups were accepted silently",
         )
     good = fit(GNCase(shape=(2, c, 3, 3), num_groups=groups, seed=case.seed), target)
+    if target.compile:  # fit gives it its one compiled shape; the module must have c channels
+        good = dataclasses.replace(good, shape=(2, c, 3, 3), num_groups=groups)
     module = adapter.build(target, good)
     with torch.no_grad():  # a valid input first: a target that refuses it says nothing here
         adapter.step(target, good, module, backward=False)

@@ -325,6 +325,8 @@ def measure_bad_row_input(
     something else must raise an error that says so (not broadcast, not read past a row)."""
     ns, shape = bad_shapes(case.kind, case.n)
     good = fit(RowCase(shape=(2, *ns), normalized_dims=len(ns), kind=kind, seed=case.seed), target)
+    if target.compile:  # fit gives it its one compiled shape; the module must be built for ns
+        good = dataclasses.replace(good, shape=(2, *ns), normalized_dims=len(ns))
     module = spec.build(target, good)
     with torch.no_grad():  # a valid input first: a target that refuses it says nothing here
         spec.step(target, good, module, backward=False)
