@@ -444,6 +444,12 @@ def half_param_grads_exceed(
 HALF_DX_LIMIT = 1e-8
 
 
+def half_too_flat(values: np.ndarray, *, eps: float, dtype: str) -> bool:
+    """float16 activations with a row of ``values`` (rows, n) whose var + eps is below
+    HALF_DX_LIMIT: where torch's float16 layer and group norm backward overflow."""
+    return dtype == "float16" and bool(np.min(values.var(axis=1)) + eps < HALF_DX_LIMIT)
+
+
 def real_channels_last(shape: tuple[int, ...]) -> bool:
     """Whether a channels_last tensor of ``shape`` differs from a contiguous one (size-1
     dimensions can make both formats one)."""
@@ -480,6 +486,7 @@ __all__ = [
     "real_channels_last",
     "runs_forward_of",
     "half_param_grads_exceed",
+    "half_too_flat",
     "sequential_half_sum",
     "torch_half_layer_norm_param_grads",
     "twin",

@@ -91,13 +91,21 @@ def _report(folder: Path) -> dict | None:
 
 def seed_state(folder: Path, seed: int) -> SeedState:
     """Whether ``folder`` holds a finished run: a report.json not marked interrupted."""
+    return _read_seed(folder, seed)[0]
+
+
+def _read_seed(folder: Path, seed: int) -> tuple[SeedState, list[dict]]:
+    """The seed's state and its results, each file read once: the report's results (they name
+    the reproduction scripts written beside it), else the stream's (a run killed before it
+    wrote a report)."""
     path = folder / results.FILENAME
     if not path.is_file():
-        return SeedState(seed=seed, state="missing")
+        return SeedState(seed=seed, state="missing"), []
     meta, records = results.read(path)
-    run = (_report(folder) or {}).get("run") or {}
+    report = _report(folder) or {}
+    run = report.get("run") or {}
     finished = bool(run) and not run.get("interrupted") and results.read_interrupted(folder) is None
-    return SeedState(
+    state = SeedState(
         seed=seed,
         state="complete" if finished else "interrupted",
         checks=len(records),
@@ -105,15 +113,8 @@ def seed_state(folder: Path, seed: int) -> SeedState:
         revision=meta.get("git_revision"),
         wall_seconds=run.get("wall_seconds") if finished else None,
     )
-
-
-def _records(folder: Path) -> list[dict]:
-    """The seed's results: the report's (they name the reproduction scripts written beside
-    it), else the stream's (a run killed before it wrote a report)."""
-    report = _report(folder)
-    if report and isinstance(report.get("results"), list):
-        return report["results"]
-    return results.read(folder / results.FILENAME)[1]
+    reported = report.get("results")
+    return state, reported if isinstance(reported, list) else records
 
 
 def summarise(out: Path, seeds: list[int]) -> Sweep:
@@ -121,11 +122,9 @@ def summarise(out: Path, seeds: list[int]) -> Sweep:
     sweep = Sweep()
     for seed in seeds:
         folder = seed_folder(out, seed)
-        state = seed_state(folder, seed)
+        state, records = _read_seed(folder, seed)
         sweep.seeds.append(state)
-        if state.state == "missing":
-            continue
-        for r in _records(folder):
+        for r in records:
             sweep.targets.setdefault(r["target"], TargetTally()).add(r, seed=seed)
             if Status(r["status"]) in (Status.FAILED, Status.ERROR):
                 sweep.failures.append(
