@@ -47,8 +47,34 @@ def test_a_short_run_reaches_every_value_of_every_pinnable_dimension():
     coverage, declared = result.extra["coverage"], result.extra["declared"]
     # The dimensions verify/strategies/batchnorm.py draws with choose().
     pinnable = ["rank", "x layout", "dy layout", "affine", "track_running_stats", "momentum"]
-    pinnable += ["dy law"]
+    pinnable += ["dy law", "reduction m"]
     assert set(pinnable) <= set(declared)
     for dim in pinnable:
         missing = [v for v in declared[dim] if not coverage.get(dim, {}).get(v, [0])[0]]
         assert not missing, f"{dim}: {missing} never reached"
+
+
+def test_gap_rounds_pin_one_unreached_value_of_every_dimension_together_then_alone():
+    """_gap_pins: the first rounds combine one unreached value per dimension (as many rounds as
+    the largest dimension has gaps, not their sum); a value its joint round did not reach (the
+    strategy ignored that pin beside the others) is pinned once more, alone; then it stops."""
+    from types import SimpleNamespace
+
+    from verify.checks.base import _gap_pins
+
+    declared = {"layout": ("a", "b", "c"), "mode": ("x", "y"), "free": ("p", "q")}
+    check = SimpleNamespace(dimensions=lambda target, profile: declared)
+    tally = {"layout": {"a": [1, 1]}, "mode": {}, "free": {}}
+    chosen = {"layout", "mode"}  # "free" was not drawn with choose(): not pinnable
+    rounds = []
+    for pins in _gap_pins(check, None, None, tally, chosen):
+        rounds.append(dict(pins))
+        for dim, value in pins.items():
+            if (dim, value) != ("layout", "c") or len(pins) == 1:  # c only honoured alone
+                tally[dim].setdefault(value, [0, 0])[0] += 1
+        assert len(rounds) < 10, rounds
+    assert rounds == [
+        {"layout": "b", "mode": "x"},
+        {"layout": "c", "mode": "y"},
+        {"layout": "c"},
+    ]

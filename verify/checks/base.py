@@ -21,7 +21,7 @@ import math
 import time
 import traceback
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -359,28 +359,29 @@ def run_check(
 
         hypothesis_seed(seed_)(one)()
 
-    # The search, then a few cases for each declared value it did not reach, that value pinned.
-    # The gaps are read after the search: its tally, and the dimensions its strategy drew with
-    # choose() (recorded at draw time).
+    # The search, then a few cases with the declared values it did not reach pinned (_gap_pins).
+    # The gaps are read after the search and after each round: its tally, and the dimensions its
+    # strategy drew with choose() (recorded at draw time).
     chosen: set[str] = set()
 
     def steps():
         yield "search", None
         if check.dimensions is not None:
-            yield from (("search", pin) for pin in _gaps(check, target, profile, tally, chosen))
+            for pins in _gap_pins(check, target, profile, tally, chosen):
+                yield "search", pins
 
-    for found_by, pin in steps():
+    for found_by, pins in steps():
         try:
-            if pin is None:
+            if pins is None:
                 with recording() as chosen_here:
                     search(n, search_seed(seed, check.name))
                 chosen |= chosen_here
             else:
-                with pinned(dict([pin])):
-                    search(GAP_EXAMPLES, search_seed(seed, f"{check.name}:{pin}"))
+                with pinned(pins):
+                    search(GAP_EXAMPLES, search_seed(seed, f"{check.name}:{sorted(pins.items())}"))
         except CheckFailed as exc:
             # Hypothesis replays the shrunk example last, so state["last"] is the minimal case.
-            by = found_by if pin is None else f"{found_by}, {pin[0]} = {pin[1]} pinned"
+            by = found_by if pins is None else f"{found_by}, {pinned_text(pins)} pinned"
             return finish(Status.FAILED, exc.measurement.message, state["last"], by)
         except Exception as exc:
             why = refusal(exc, target) if state["n"] <= 1 else None
@@ -412,8 +413,41 @@ def _report_defects(check: Check, target: Target, defects, result: Result) -> No
         result.extra["known_defects"] = notes
 
 
-#: Cases run for each declared coverage value the search left unreached, with the value pinned.
+#: Cases run for each round of pins (_gap_pins) after the search.
 GAP_EXAMPLES = 3
+
+
+def _gap_pins(
+    check: Check, target: Target, profile: Profile, tally: dict, chosen: set[str]
+) -> Iterator[dict[str, str]]:
+    """Rounds of pins that close the gaps the search left, the gaps read afresh before each
+    round (a round's cases reach values besides their pins).
+
+    First, together, one unreached value of every dimension that has one: rare values then
+    meet in one case (where conjunction bugs live), and the rounds number the largest
+    dimension's gaps, not their sum (each new case is a recompilation for a compiled target).
+    Then each value still unreached after its joint round, alone: a strategy cannot honour some
+    pairs of pins at once (a channels_last input of rank 2), and ignores one of them."""
+    tried: dict[tuple[str, str], int] = {}  # (dimension, value) -> rounds it was pinned in
+    while True:
+        gaps = _gaps(check, target, profile, tally, chosen)
+        pins: dict[str, str] = {}
+        for dim, value in gaps:
+            if not tried.get((dim, value)):
+                pins.setdefault(dim, value)
+        if not pins:
+            alone = [(d, v) for d, v in gaps if tried.get((d, v)) == 1]
+            if not alone:
+                return
+            pins = dict(alone[:1])
+        for pair in pins.items():
+            tried[pair] = tried.get(pair, 0) + 1
+        yield pins
+
+
+def pinned_text(pins: Mapping[str, str]) -> str:
+    """How a failure's report names the pins it was found under: "x layout = offset, ..."."""
+    return ", ".join(f"{dim} = {value}" for dim, value in pins.items())
 
 
 def _gaps(
