@@ -28,6 +28,7 @@ from verify.strategies.common import (
     band,
     banded_sizes,
     edge_class,
+    evenly,
     log_band,
     round_to,
     sizes,
@@ -269,8 +270,11 @@ DTYPE_SCALE = {
     "bfloat16": (-6.0, 6.0),
     "float16": (-2.0, 2.0),
 }
-#: Where the elements of a case go: a big batch comes with few channels, and so on.
-EMPHASES = ("balanced", "batch", "channels", "spatial")
+#: Where the elements of a case go: a big batch comes with few channels, and so on;
+#: "reduction" draws the values per channel first, by band (M_BANDS: where a low-precision
+#: type stops counting or summing exactly, where reduction tiles end), whatever mix of batch
+#: and spatial size makes them up.
+EMPHASES = ("balanced", "batch", "channels", "spatial", "reduction")
 #: The largest batch and channel counts drawn ("several thousand"), whatever the budget.
 MAX_BATCH, MAX_CHANNELS = 8193, 8193
 
@@ -280,18 +284,17 @@ def shapes(draw, *, ranks: tuple[int, ...], max_elements: int, min_m: int = 2):
     """(N, C, *spatial) of a rank in ``ranks``, at most ``max_elements`` elements, at least
     ``min_m`` values per channel; one dimension is drawn large, the others to fit."""
     rank = draw(choose("rank", {f"{r}-D": r for r in sorted(ranks)}))
-    emphasis = (
-        draw(st.sampled_from(EMPHASES))
-        if rank > 2
-        else draw(st.sampled_from(("balanced", "batch", "channels")))
-    )
+    # Drawn evenly (st.sampled_from would favour the first early in a short run); a pinned
+    # reduction band is drawn by the emphasis that draws it.
+    emphases = EMPHASES if rank > 2 else ("balanced", "batch", "channels", "reduction")
+    emphasis = "reduction" if pin("reduction m") else draw(evenly(emphases))
     budget = max(max_elements, min_m)
 
     def size(cap: int, low: int = 1) -> int:
         return draw(sizes(min_value=low, max_value=max(low, cap)))
 
-    def wide(cap: int, edges: tuple) -> int:
-        return draw(banded_sizes(max_value=max(1, cap), edges=edges))
+    def wide(cap: int, edges: tuple, low: int = 1) -> int:
+        return draw(banded_sizes(max_value=max(low, cap), edges=edges, min_value=low))
 
     if emphasis == "batch":
         c = size(8)
@@ -304,6 +307,11 @@ def shapes(draw, *, ranks: tuple[int, ...], max_elements: int, min_m: int = 2):
     elif emphasis == "spatial":
         n, c = size(2), size(3)
         s = wide(budget // (n * c), S_BANDS)
+    elif emphasis == "reduction":
+        m = draw(reductions(max_value=budget, min_value=min_m))
+        c = size(max(1, budget // m))
+        n = size(min(m, MAX_BATCH)) if rank > 2 else m
+        s = max(1, m // n)
     else:
         c = size(min(64, budget // min_m))
         n = size(min(64, max(1, budget // c)))
@@ -311,6 +319,26 @@ def shapes(draw, *, ranks: tuple[int, ...], max_elements: int, min_m: int = 2):
     if n * s < min_m:  # one value per channel is the bad-input check's business, not this one's
         n = min_m
     return (n, c, *split_spatial(draw, s, rank - 2))
+
+
+def reductions(*, max_value: int, min_value: int = 2) -> st.SearchStrategy[int]:
+    """A reduction length m (values per channel) in a band of M_BANDS drawn with choose() (so
+    the gap closure can pin one), then a size inside it by :func:`sizes`."""
+    options = {}
+    for label in _reachable_bands(max_value, M_BANDS, low=min_value):
+        lo, hi = _band_range(label, M_BANDS)
+        lo, hi = max(lo, min_value), min(hi, max_value)
+        if lo <= hi:
+            options[label] = sizes(min_value=lo, max_value=hi)
+    return choose("reduction m", options)
+
+
+def _band_range(label: str, edges: tuple) -> tuple[int, int]:
+    """The integers :func:`verify.strategies.common.band` names ``label``."""
+    if label.endswith("+"):
+        return int(label[:-1]), 2**62
+    lo, _, hi = label.partition("-")
+    return int(lo), int(hi or lo)
 
 
 def split_spatial(draw, s: int, dims: int) -> tuple[int, ...]:
