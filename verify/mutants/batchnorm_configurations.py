@@ -299,11 +299,10 @@ class Bf16NchwGradLowPrecision(ClosedFormBatchNorm2d):
             return super()._grad_reduce(t, dims, x)
         c = x.size(1)
         rows = t.transpose(0, 1).reshape(c, -1)
-        parts = rows.reshape(c, -1, 64) if rows.size(1) % 64 == 0 else rows.unsqueeze(1)
-        psum = parts.sum(-1)
+        # Vector-width partial sums (the last one a tail), added into a bfloat16 total.
         acc = torch.zeros(c, dtype=torch.bfloat16)
-        for k in range(psum.size(1)):
-            acc = (acc.float() + psum[:, k]).to(torch.bfloat16)
+        for part in rows.split(64, dim=1):
+            acc = (acc.float() + part.sum(1)).to(torch.bfloat16)
         return acc.to(t.dtype)
 
 
