@@ -129,3 +129,26 @@ def test_torch_half_param_grads_replay_bit_for_bit(dtype):
     assert defect.matches(case)
     assert not defect.matches(dataclasses.replace(case, dtype="float32"))
     assert not defect.matches(dataclasses.replace(case, affine=False))
+
+
+def test_half_dx_defect_covers_a_large_gradient_over_a_flat_row():
+    """The sweep's seed-15 case: a (2,)-row of variance 2.4e-7, eps 1e-7, |dy| up to 55. torch
+    returns dx (-inf, -27520) where the exact dx is (8131, -8131): still so, and matched by the
+    float16 dx defect (max |dy| / sqrt(var + eps) = 9.5e4), not by its float32 twin."""
+    case = RowCase(
+        shape=(8193, 2),
+        kind="layer",
+        dtype="float16",
+        param_dtype="float32",
+        distribution="constant",
+        seed=0,
+        eps=1e-07,
+        affine=False,
+        bias=False,
+        grad_law="offset",
+    )
+    target = resolve("torch-layernorm-float16")
+    assert not get_check("layernorm.backward").measure(target, case).ok
+    assert ln_checks.HALF_FLAT_ROW_DX.matches(case)
+    assert not ln_checks.HALF_FLAT_ROW_DX.matches(dataclasses.replace(case, dtype="float32"))
+    assert not ln_checks.HALF_FLAT_ROW_DX.matches(dataclasses.replace(case, grad_law="normal"))

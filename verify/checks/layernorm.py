@@ -332,10 +332,14 @@ HALF_PARAM_GRAD_ACCUMULATION = {
 
 
 def half_row_too_flat(case: RowCase) -> bool:
-    """float16 activations with a row whose var + eps is below rows.HALF_DX_LIMIT."""
+    """float16 activations with a row whose var + eps is below rows.HALF_DX_LIMIT, or whose
+    max |dy| / sqrt(var + eps) passes rows.HALF_DY_RSTD_LIMIT."""
     if case.dtype != "float16":  # before the input is made: most cases are not float16
         return False
-    return rows.half_too_flat(make_input(case).reshape(-1, case.n), eps=case.eps, dtype=case.dtype)
+    x = make_input(case).reshape(-1, case.n)
+    return rows.half_too_flat(x, eps=case.eps, dtype=case.dtype) or rows.half_dy_overflows(
+        x, make_grad(case).reshape(-1, case.n), eps=case.eps, dtype=case.dtype
+    )
 
 
 #: Found by varguard on torch 2.13.0 (CPU): on float16 input the layer norm backward returns
@@ -346,12 +350,15 @@ def half_row_too_flat(case: RowCase) -> bool:
 #: weight (never with one), 1.6e-9 at n = 16, 2.0e-9 at 64, 2.5e-9 at 256 and 1024, 4.0e-9 at
 #: 4096; rows of variance 9.3e-10 fail at eps 1e-12, of 3.7e-9 do not. bfloat16 never (its range
 #: holds 1/sqrt(var + eps)). The matcher takes var + eps < 1e-8, 2.5x the largest measured.
+#: The same non-finite dx at larger var + eps where the incoming gradient is large: found by the
+#: quick sweep, seed 15 (rows.HALF_DY_RSTD_LIMIT); the matcher takes either.
 HALF_FLAT_ROW_DX = CHECKS.add_defect(
     KnownDefect(
         checks=("layernorm.backward", "layernorm.param_dtypes", "layernorm.poisoned_outputs"),
         applies_to=_torch_layer_norm_cpu(("float16",)),
         description="torch CPU layer norm backward on float16 input returns inf/NaN in dx for "
-        "rows with var + eps below ~4e-9 (rstd and its powers overflow float16)",
+        "rows with var + eps below ~4e-9, or max |dy| / sqrt(var + eps) past ~4e4 (rstd, its "
+        "powers or dy times them overflow float16)",
         matches=half_row_too_flat,
         example=RowCase(
             shape=(2, 64),
