@@ -78,3 +78,23 @@ def test_gap_rounds_pin_one_unreached_value_of_every_dimension_together_then_alo
         {"layout": "c", "mode": "y"},
         {"layout": "c"},
     ]
+
+
+@settings(max_examples=40, suppress_health_check=list(HealthCheck), deadline=None)
+@given(data=st.data())
+def test_a_pinned_band_draws_a_size_inside_it(data):
+    """chosen_band: the band pinned is the band drawn (the top one, at the largest budget),
+    and a pinned group-norm band of values per group is honoured by its shapes."""
+    from verify.strategies.common import band
+    from verify.strategies.groupnorm import GROUP_N_BANDS, gn_shapes
+    from verify.strategies.pins import chosen_band
+
+    edges = (2, 256, 2048, 65504)
+    with pinned({"m": "65505+"}):
+        m = data.draw(chosen_band("m", edges=edges, max_value=100_000, min_value=2))
+    assert 65505 <= m <= 100_000
+    with pinned({"values per group": "2049-65504"}):
+        shape, g = data.draw(gn_shapes(ranks=(4,), max_elements=20_000))
+    per_group = shape[1] // g * shape[2] * shape[3]
+    assert band(per_group, GROUP_N_BANDS) == "2049-65504", (shape, g)
+    assert 1 <= shape[0] * shape[1] * shape[2] * shape[3] <= 20_000

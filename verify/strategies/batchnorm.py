@@ -30,10 +30,11 @@ from verify.strategies.common import (
     edge_class,
     evenly,
     log_band,
+    reachable_bands,
     round_to,
     sizes,
 )
-from verify.strategies.pins import choose, pin
+from verify.strategies.pins import choose, chosen_band, pin
 from verify.targets.base import Target
 
 #: Largest finite float16 is 65504: "near the float16 limit" draws magnitudes up to this.
@@ -308,7 +309,7 @@ def shapes(draw, *, ranks: tuple[int, ...], max_elements: int, min_m: int = 2):
         n, c = size(2), size(3)
         s = wide(budget // (n * c), S_BANDS)
     elif emphasis == "reduction":
-        m = draw(reductions(max_value=budget, min_value=min_m))
+        m = draw(chosen_band("reduction m", edges=M_BANDS, max_value=budget, min_value=min_m))
         c = size(max(1, budget // m))
         n = size(min(m, MAX_BATCH)) if rank > 2 else m
         s = max(1, m // n)
@@ -319,26 +320,6 @@ def shapes(draw, *, ranks: tuple[int, ...], max_elements: int, min_m: int = 2):
     if n * s < min_m:  # one value per channel is the bad-input check's business, not this one's
         n = min_m
     return (n, c, *split_spatial(draw, s, rank - 2))
-
-
-def reductions(*, max_value: int, min_value: int = 2) -> st.SearchStrategy[int]:
-    """A reduction length m (values per channel) in a band of M_BANDS drawn with choose() (so
-    the gap closure can pin one), then a size inside it by :func:`sizes`."""
-    options = {}
-    for label in _reachable_bands(max_value, M_BANDS, low=min_value):
-        lo, hi = _band_range(label, M_BANDS)
-        lo, hi = max(lo, min_value), min(hi, max_value)
-        if lo <= hi:
-            options[label] = sizes(min_value=lo, max_value=hi)
-    return choose("reduction m", options)
-
-
-def _band_range(label: str, edges: tuple) -> tuple[int, int]:
-    """The integers :func:`verify.strategies.common.band` names ``label``."""
-    if label.endswith("+"):
-        return int(label[:-1]), 2**62
-    lo, _, hi = label.partition("-")
-    return int(lo), int(hi or lo)
 
 
 def split_spatial(draw, s: int, dims: int) -> tuple[int, ...]:
@@ -517,17 +498,12 @@ def dimensions(target: Target, *, max_elements: int) -> dict[str, tuple[str, ...
         "channels C edge": EDGES,
         "spatial edge": EDGES if max(ranks) > 2 else ("1",),
         "eps": tuple(log_band(e, EPS_BANDS) for e in (1e-11, 1e-8, 1e-5, 1e-2)),
-        "batch N": _reachable_bands(min(MAX_BATCH, max_elements), N_BANDS),
-        "channels C": _reachable_bands(min(MAX_CHANNELS, max_elements // 2), C_BANDS),
-        "spatial size": _reachable_bands(spatial_cap // 2, S_BANDS),
-        "reduction m": _reachable_bands(max_elements, M_BANDS, low=2),
+        "batch N": reachable_bands(min(MAX_BATCH, max_elements), N_BANDS),
+        "channels C": reachable_bands(min(MAX_CHANNELS, max_elements // 2), C_BANDS),
+        "spatial size": reachable_bands(spatial_cap // 2, S_BANDS),
+        "reduction m": reachable_bands(max_elements, M_BANDS, low=2),
         "mode": STEPS,
         "mode switches": ("0", "1", "2-3", "4+"),
         "training steps before an eval": ("1", "2-9", "10+"),
         "eval backward": ("True", "False"),
     }
-
-
-def _reachable_bands(cap: int, edges: tuple, *, low: int = 1) -> tuple[str, ...]:
-    probes = [e for e in edges if low <= e <= cap] + [e + 1 for e in edges if e + 1 <= cap]
-    return tuple(dict.fromkeys(band(p, edges) for p in sorted(probes)))

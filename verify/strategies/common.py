@@ -64,6 +64,22 @@ def band(value: float, edges: tuple) -> str:
     return f"{edges[-1] + 1}+"
 
 
+def band_range(label: str, edges: tuple) -> tuple[int, int]:
+    """The integers :func:`band` names ``label`` (the last band open: up to 2^62)."""
+    if label.endswith("+"):
+        return int(label[:-1]), 2**62
+    lo, _, hi = label.partition("-")
+    if not hi and int(lo) == edges[0]:
+        return 1, edges[0]
+    return int(lo), int(hi or lo)
+
+
+def reachable_bands(cap: int, edges: tuple, *, low: int = 1) -> tuple[str, ...]:
+    """The bands of :func:`band` that sizes from ``low`` to ``cap`` fall in."""
+    probes = [e for e in edges if low <= e <= cap] + [e + 1 for e in edges if e + 1 <= cap]
+    return tuple(dict.fromkeys(band(p, edges) for p in sorted(probes)))
+
+
 def log_band(value: float, edges: tuple) -> str:
     """The band of a positive ``value`` between increasing ``edges`` on a log scale."""
     if value <= edges[0]:

@@ -18,7 +18,17 @@ import numpy as np
 from hypothesis import strategies as st
 
 from verify.dimensions import LAYOUTS
-from verify.strategies.common import DISTRIBUTIONS, band, edge_class, log_band, round_to, sizes
+from verify.strategies.common import (
+    DISTRIBUTIONS,
+    band,
+    edge_class,
+    evenly,
+    log_band,
+    reachable_bands,
+    round_to,
+    sizes,
+)
+from verify.strategies.pins import choose, chosen_band, pin
 from verify.strategies.rows import (
     DTYPE_KAPPA,
     DTYPE_SCALE,
@@ -29,7 +39,6 @@ from verify.strategies.rows import (
     epsilons,
     kappas,
     param_dtypes,
-    reachable_bands,
     row_law,
 )
 from verify.targets.base import Target
@@ -174,8 +183,14 @@ def make_grad(case: GNCase, *, step: int = 0) -> np.ndarray:
 @st.composite
 def gn_shapes(draw, *, ranks: tuple[int, ...], max_elements: int):
     """((N, C, *spatial), G): G groups of C/G channels, at most ``max_elements`` elements."""
-    rank = draw(st.sampled_from(sorted(ranks)))
+    rank = draw(choose("rank", {f"{r}-D": r for r in sorted(ranks)}))
     budget = max(max_elements, 2)
+    # Half the cases (and every one that pins it) draw the values per group first, by band:
+    # the reduction length a kernel tiles, and where bfloat16 and float16 stop summing exactly.
+    if rank > 2 and (
+        pin("values per group") or draw(evenly(("sizes", "values per group"))) != "sizes"
+    ):
+        return draw(_shapes_by_values_per_group(rank=rank, budget=budget))
     g = draw(st.one_of(st.sampled_from([1, 2, 8, 16, 32]), sizes(max_value=MAX_GROUPS)))
     g = min(g, budget)
     gs = draw(st.one_of(st.sampled_from([1, 2, 3, 4, 6, 16]), sizes(max_value=MAX_GROUP_SIZE)))
@@ -203,14 +218,42 @@ def gn_shapes(draw, *, ranks: tuple[int, ...], max_elements: int):
 
 
 @st.composite
+def _shapes_by_values_per_group(draw, *, rank: int, budget: int):
+    """((N, C, *spatial), G) with exactly the values per group drawn (C/G and the spatial sizes
+    are divisors of it: a band's edge, 2^k + 1 say, stays that size), at most ``budget``
+    elements."""
+    per_group = draw(chosen_band("values per group", edges=GROUP_N_BANDS, max_value=budget // 2))
+    gs = draw(st.sampled_from([d for d in _divisors(per_group) if d <= MAX_GROUP_SIZE]))
+    sides, rest = [], per_group // gs
+    for _ in range(rank - 3):
+        side = draw(st.sampled_from(_divisors(rest)))
+        sides.append(side)
+        rest //= side
+    g = draw(sizes(max_value=max(1, min(MAX_GROUPS, budget // per_group))))
+    n = draw(sizes(max_value=max(1, min(8, budget // (g * per_group)))))
+    if n * per_group < 2:  # a group of one value in a batch of one: torch refuses
+        n = 2
+    return (n, g * gs, *sides, rest), g
+
+
+def _divisors(v: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(v) + 1) if v % d == 0]
+    return sorted({*small, *(v // d for d in small)})
+
+
+@st.composite
 def gn_cases(draw, *, target: Target, max_elements: int = 20_000) -> GNCase:
     dtype = target.dtype
     if target.compile:
         shape, g = draw(st.sampled_from(COMPILED_CASES))
     else:
-        # A channels_last variant draws the ranks that layout exists in.
+        # A channels_last variant, or a pinned channels_last layout, draws the ranks that
+        # layout exists in.
         ranks = target.ranks
-        if target.layouts == ("channels_last",):
+        if target.layouts == ("channels_last",) or "channels_last" in (
+            pin("x layout"),
+            pin("dy layout"),
+        ):
             ranks = tuple(r for r in ranks if r in (4, 5)) or (4,)
         shape, g = draw(gn_shapes(ranks=ranks, max_elements=max_elements))
     x_choices = valid_layouts(shape, target.layouts or LAYOUTS) or ("contiguous",)
@@ -229,9 +272,11 @@ def gn_cases(draw, *, target: Target, max_elements: int = 20_000) -> GNCase:
         log10_scale=draw(st.floats(lo, hi)),
         seed=draw(st.integers(0, 2**32 - 1)),
         eps=eps,
-        affine=draw(st.booleans()),
-        x_layout=draw(st.sampled_from(x_choices)),
-        dy_layout="contiguous" if target.compile else draw(st.sampled_from(valid_layouts(shape))),
+        affine=draw(choose("affine", {"True": True, "False": False})),
+        x_layout=draw(choose("x layout", x_choices)),
+        dy_layout=(
+            "contiguous" if target.compile else draw(choose("dy layout", valid_layouts(shape)))
+        ),
     )
 
 

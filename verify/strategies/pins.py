@@ -17,7 +17,7 @@ from types import MappingProxyType
 
 from hypothesis import strategies as st
 
-from verify.strategies.common import evenly
+from verify.strategies.common import band_range, evenly, reachable_bands, sizes
 
 # A context variable rather than an argument threaded through every family's strategy: the
 # pins are read at draw time, inside Hypothesis, by whichever composite draws the dimension.
@@ -74,3 +74,16 @@ def pin(dimension: str) -> str | None:
     """The value pinned for ``dimension`` now, or None: for a strategy that draws the dimension
     in two steps (the gradient's layout follows the input's unless drawn on its own)."""
     return _PINS.get().get(dimension)
+
+
+def chosen_band(dimension: str, *, edges: tuple, max_value: int, min_value: int = 1):
+    """A size whose band (:func:`verify.strategies.common.band` of ``edges``) is the coverage
+    dimension ``dimension``, drawn with :func:`choose` (evenly, or the pinned band), then a size
+    inside it by :func:`verify.strategies.common.sizes` (its edges and its largest favoured)."""
+    options = {}
+    for label in reachable_bands(max_value, edges, low=min_value):
+        lo, hi = band_range(label, edges)
+        lo, hi = max(lo, min_value), min(hi, max_value)
+        if lo <= hi:
+            options[label] = sizes(min_value=lo, max_value=hi)
+    return choose(dimension, options)

@@ -34,6 +34,7 @@ from verify.strategies.common import (
     band,
     edge_class,
     log_band,
+    reachable_bands,
     round_to,
     sizes,
 )
@@ -438,11 +439,6 @@ def dimensions(target: Target, *, kind: str, max_elements: int) -> dict[str, tup
             )
         ),
     }
-
-
-def reachable_bands(cap: int, edges: tuple, *, low: int = 1) -> tuple[str, ...]:
-    probes = [e for e in edges if low <= e <= cap] + [e + 1 for e in edges if e + 1 <= cap]
-    return tuple(dict.fromkeys(band(p, edges) for p in sorted(probes)))
 
 
 __all__ = [
