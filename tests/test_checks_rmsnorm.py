@@ -101,3 +101,11 @@ def test_bad_input_on_a_compiled_target_builds_the_module_for_its_own_shape():
     check = get_check("rmsnorm.bad_input")
     m = check.measure(resolve("torch-rmsnorm-compile"), BadRowInput(kind="wrong_last", n=63))
     assert m.ok, m.message
+
+
+def test_bad_input_on_a_compiled_target_goes_through_the_compiled_graph():
+    """The bad input is handed to what the target runs, torch.compile's graph, not to the eager
+    module under it: Dynamo's own refusal (TorchRuntimeError, torch 2.13) is what is judged."""
+    check = get_check("rmsnorm.bad_input")
+    m = check.measure(resolve("torch-rmsnorm-compile"), BadRowInput(kind="wrong_last", n=8))
+    assert m.ok and "TorchRuntimeError" in m.message, m.message

@@ -55,6 +55,12 @@ def compiled(module: torch.nn.Module):
     return cached
 
 
+def as_run(target: Target, module: torch.nn.Module):
+    """What ``target`` runs: ``module`` itself, or through torch.compile (:func:`compiled`)
+    for a compiled target."""
+    return compiled(module) if target.compile else module
+
+
 def to_input(
     target: Target,
     values,

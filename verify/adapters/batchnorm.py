@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from verify.adapters.base import as_numpy, compiled, expect_like, layout_of, to_input
+from verify.adapters.base import as_numpy, as_run, expect_like, layout_of, to_input
 from verify.strategies.batchnorm import (
     BNCase,
     expanded_axis,
@@ -83,7 +83,7 @@ def _single_process_group(device: str) -> None:
 
 
 def call(target: Target, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    fn = compiled(module) if target.compile else module
+    fn = as_run(target, module)
     cudnn = target.options.get("cudnn")
     flags = torch.backends.cudnn.flags(enabled=cudnn) if cudnn is not None else nullcontext()
     with flags, target.autocast_context():

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from verify.adapters.base import ContractViolation, as_numpy, compiled, layout_of, to_input
+from verify.adapters.base import ContractViolation, as_numpy, as_run, layout_of, to_input
 from verify.targets.base import Target
 
 
@@ -58,7 +58,7 @@ def parameters(module: torch.nn.Module) -> list[torch.Tensor]:
 
 
 def call(target: Target, module: torch.nn.Module, *inputs: torch.Tensor):
-    fn = compiled(module) if target.compile else module
+    fn = as_run(target, module)
     with target.autocast_context():
         return fn(*inputs)
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from verify.adapters.base import compiled
+from verify.adapters.base import as_run
 from verify.targets.base import Target
 
 Timed = Callable[[], object]
@@ -31,7 +31,7 @@ def contexts(target: Target) -> contextlib.ExitStack:
 
 def call(target: Target, module: torch.nn.Module, *inputs: torch.Tensor):
     """One call of the target's module (compiled for a torch.compile target)."""
-    fn = compiled(module) if target.compile else module
+    fn = as_run(target, module)
     with contexts(target):
         return fn(*inputs)
 

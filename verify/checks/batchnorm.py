@@ -20,7 +20,7 @@ from reference.sharding import chan_combine
 from theory import batchnorm as theory_bn
 from theory import rounding
 from verify.adapters import batchnorm as adapter
-from verify.adapters.base import layout_of, to_input
+from verify.adapters.base import as_run, layout_of, to_input
 from verify.assertions import EXACT, Times, argmax_index, compare, input_changed, worst
 from verify.checks.base import Checks, KnownDefect, Measurement
 from verify.dimensions import LAYOUTS
@@ -912,7 +912,7 @@ def measure_bad_input(target: Target, case: BadInputCase) -> Measurement:
     x = torch.from_numpy(values).to(device=target.device, dtype=target.torch_dtype)
     try:
         with torch.no_grad():
-            module(x)  # directly: the adapter's own shape checks must not stand in for the target's
+            as_run(target, module)(x)  # directly: not the adapter's own shape checks
     except (ValueError, RuntimeError, TypeError, AssertionError) as exc:
         if str(exc).strip():
             return Measurement(0.0, f"{case.kind}: raised {type(exc).__name__}: {exc}")

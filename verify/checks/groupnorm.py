@@ -16,6 +16,7 @@ from reference import groupnorm as ref
 from theory import groupnorm as theory_gn
 from theory import rounding
 from verify.adapters import groupnorm as adapter
+from verify.adapters.base import as_run
 from verify.assertions import EXACT, Times, compare, worst
 from verify.checks import rows
 from verify.checks.base import Checks, KnownDefect, Measurement
@@ -354,7 +355,7 @@ def measure_bad_input(target: Target, case: BadGroupInput) -> Measurement:
     )
     try:
         with torch.no_grad(), target.autocast_context():
-            module(x)  # directly: the adapter's own shape checks must not stand in
+            as_run(target, module)(x)  # directly: not the adapter's own shape checks
     except (ValueError, RuntimeError, TypeError, AssertionError, IndexError) as exc:
         if str(exc).strip():
             return Measurement(0.0, f"{case.kind}: raised {type(exc).__name__}: {exc}")

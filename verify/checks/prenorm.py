@@ -20,6 +20,7 @@ from reference import rmsnorm as ref_rms
 from theory import prenorm as theory_pre
 from theory import rounding
 from verify.adapters import prenorm as adapter
+from verify.adapters.base import as_run
 from verify.assertions import EXACT, argmax_index, input_changed, worst
 from verify.checks import rows
 from verify.checks.base import Checks, KnownDefect, Measurement
@@ -376,7 +377,7 @@ def measure_bad_input(target: Target, case: BadTailInput) -> Measurement:
     )
     try:
         with torch.no_grad(), target.autocast_context():
-            module(x, r)  # directly: the adapter's own shape checks must not stand in
+            as_run(target, module)(x, r)  # directly: not the adapter's own shape checks
     except (ValueError, RuntimeError, TypeError, AssertionError, IndexError) as exc:
         if str(exc).strip():
             return Measurement(0.0, f"{case.kind}: raised {type(exc).__name__}: {exc}")

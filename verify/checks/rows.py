@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from hypothesis import strategies as st
 
-from verify.adapters.base import ContractViolation
+from verify.adapters.base import ContractViolation, as_run
 from verify.adapters.rows import NormRun
 from verify.assertions import Comparison, Times, argmax_index, compare, input_changed, worst
 from verify.checks.base import Measurement
@@ -335,7 +335,7 @@ def measure_bad_row_input(
     )
     try:
         with torch.no_grad(), target.autocast_context():
-            module(x)  # directly: the adapter's own shape checks must not stand in
+            as_run(target, module)(x)  # directly: not the adapter's own shape checks
     except (ValueError, RuntimeError, TypeError, AssertionError, IndexError) as exc:
         if str(exc).strip():
             return Measurement(0.0, f"{case.kind}: raised {type(exc).__name__}: {exc}")
