@@ -98,3 +98,20 @@ def test_a_pinned_band_draws_a_size_inside_it(data):
     per_group = shape[1] // g * shape[2] * shape[3]
     assert band(per_group, GROUP_N_BANDS) == "2049-65504", (shape, g)
     assert 1 <= shape[0] * shape[1] * shape[2] * shape[3] <= 20_000
+
+
+@settings(max_examples=40, suppress_health_check=list(HealthCheck), deadline=None)
+@given(data=st.data())
+def test_a_pinned_reduction_band_is_the_batch_norm_case_band(data):
+    """A pinned band of values per channel is honoured exactly (N and the spatial sizes are
+    divisors of m: the drawn m, an edge such as 2049 included, is the case's m)."""
+    import math
+
+    from verify.strategies.batchnorm import M_BANDS, shapes
+    from verify.strategies.common import band
+
+    with pinned({"reduction m": "2049-65504"}):
+        shape = data.draw(shapes(ranks=(2, 3, 4, 5), max_elements=20_000))
+    m = math.prod(shape) // shape[1]
+    assert band(m, M_BANDS) == "2049-65504", shape
+    assert math.prod(shape) <= 20_000

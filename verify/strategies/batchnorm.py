@@ -30,6 +30,7 @@ from verify.strategies.common import (
     edge_class,
     evenly,
     log_band,
+    nearest_divisor,
     reachable_bands,
     round_to,
     sizes,
@@ -309,10 +310,19 @@ def shapes(draw, *, ranks: tuple[int, ...], max_elements: int, min_m: int = 2):
         n, c = size(2), size(3)
         s = wide(budget // (n * c), S_BANDS)
     elif emphasis == "reduction":
+        # Exactly m values a channel (N and the spatial sizes divisors of it): a band's edge,
+        # 2^k + 1 say, stays that size.
         m = draw(chosen_band("reduction m", edges=M_BANDS, max_value=budget, min_value=min_m))
         c = size(max(1, budget // m))
-        n = size(min(m, MAX_BATCH)) if rank > 2 else m
-        s = max(1, m // n)
+        if rank == 2:
+            return (m, c)
+        n = nearest_divisor(m, size(min(m, MAX_BATCH)))
+        sides, left = [], m // n
+        for k in range(rank - 2, 1, -1):  # as split_spatial draws them, then the divisor nearest
+            near = draw(st.integers(1, max(1, int(round(left ** (1 / k))) * 2)))
+            sides.append(nearest_divisor(left, near))
+            left //= sides[-1]
+        return (n, c, *sides, left)
     else:
         c = size(min(64, budget // min_m))
         n = size(min(64, max(1, budget // c)))

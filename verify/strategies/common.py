@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from hypothesis import strategies as st
@@ -62,6 +64,17 @@ def band(value: float, edges: tuple) -> str:
         if value <= hi:
             return f"{hi}" if lo + 1 == hi else f"{lo + 1}-{hi}"
     return f"{edges[-1] + 1}+"
+
+
+def divisors(v: int) -> list[int]:
+    """The divisors of ``v`` >= 1, increasing: sizes whose product is exactly ``v``."""
+    small = [d for d in range(1, math.isqrt(v) + 1) if v % d == 0]
+    return sorted({*small, *(v // d for d in small)})
+
+
+def nearest_divisor(v: int, near: int) -> int:
+    """The divisor of ``v`` closest to ``near`` (the smaller on a tie)."""
+    return min(divisors(v), key=lambda d: (abs(d - near), d))
 
 
 def band_range(label: str, edges: tuple) -> tuple[int, int]:

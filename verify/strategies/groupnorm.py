@@ -21,6 +21,7 @@ from verify.dimensions import LAYOUTS
 from verify.strategies.common import (
     DISTRIBUTIONS,
     band,
+    divisors,
     edge_class,
     evenly,
     log_band,
@@ -223,10 +224,10 @@ def _shapes_by_values_per_group(draw, *, rank: int, budget: int):
     are divisors of it: a band's edge, 2^k + 1 say, stays that size), at most ``budget``
     elements."""
     per_group = draw(chosen_band("values per group", edges=GROUP_N_BANDS, max_value=budget // 2))
-    gs = draw(st.sampled_from([d for d in _divisors(per_group) if d <= MAX_GROUP_SIZE]))
+    gs = draw(st.sampled_from([d for d in divisors(per_group) if d <= MAX_GROUP_SIZE]))
     sides, rest = [], per_group // gs
     for _ in range(rank - 3):
-        side = draw(st.sampled_from(_divisors(rest)))
+        side = draw(st.sampled_from(divisors(rest)))
         sides.append(side)
         rest //= side
     g = draw(sizes(max_value=max(1, min(MAX_GROUPS, budget // per_group))))
@@ -234,11 +235,6 @@ def _shapes_by_values_per_group(draw, *, rank: int, budget: int):
     if n * per_group < 2:  # a group of one value in a batch of one: torch refuses
         n = 2
     return (n, g * gs, *sides, rest), g
-
-
-def _divisors(v: int) -> list[int]:
-    small = [d for d in range(1, math.isqrt(v) + 1) if v % d == 0]
-    return sorted({*small, *(v // d for d in small)})
 
 
 @st.composite
