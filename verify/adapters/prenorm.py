@@ -93,6 +93,8 @@ def step(
         run.dx, run.dx_dtype = as_numpy(grads[0]), dtype_name(grads[0])
         run.dx_layout = layout_of(grads[0]) if grads[0] is not None else ""
         run.extra["dresidual"] = as_numpy(grads[1])
+        # Its storage dtype: an exact gradient past float16's range is +-inf there (compare).
+        run.extra["dresidual_dtype"] = dtype_name(grads[1])
         run.dweight, run.dweight_dtype = (
             as_numpy(by_name.get("weight")),
             dtype_name(by_name.get("weight")),
