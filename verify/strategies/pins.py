@@ -76,14 +76,19 @@ def pin(dimension: str) -> str | None:
     return _PINS.get().get(dimension)
 
 
-def chosen_band(dimension: str, *, edges: tuple, max_value: int, min_value: int = 1):
+def chosen_band(dimension: str, *, edges: tuple, max_value: int, min_value: int = 1, inside=None):
     """A size whose band (:func:`verify.strategies.common.band` of ``edges``) is the coverage
     dimension ``dimension``, drawn with :func:`choose` (evenly, or the pinned band), then a size
-    inside it by :func:`verify.strategies.common.sizes` (its edges and its largest favoured)."""
+    inside it by ``inside(lo, hi)`` (default :func:`verify.strategies.common.sizes`: its edges
+    and its largest favoured)."""
     options = {}
     for label in reachable_bands(max_value, edges, low=min_value):
         lo, hi = band_range(label, edges)
         lo, hi = max(lo, min_value), min(hi, max_value)
         if lo <= hi:
-            options[label] = sizes(min_value=lo, max_value=hi)
+            options[label] = (inside or _sizes_between)(lo, hi)
     return choose(dimension, options)
+
+
+def _sizes_between(lo: int, hi: int):
+    return sizes(min_value=lo, max_value=hi)

@@ -33,12 +33,13 @@ from verify.strategies.common import (
     DISTRIBUTIONS,
     band,
     edge_class,
+    evenly,
     log_band,
     reachable_bands,
     round_to,
     sizes,
 )
-from verify.strategies.pins import choose
+from verify.strategies.pins import choose, chosen_band, pin
 from verify.targets.base import Target
 
 #: Largest finite float16 is 65504: "near the float16 limit" draws magnitudes up to this.
@@ -292,15 +293,20 @@ def split(draw, total: int, dims: int, *, low: int = 1) -> tuple[int, ...]:
 TILE_EDGES = tuple(v for k in range(10, 15) for v in (2**k - 1, 2**k, 2**k + 1))
 
 
-def hidden_sizes(cap: int) -> st.SearchStrategy[int]:
-    """A row length up to ``cap``: any size (favouring every power of two's neighbours), the
-    long rows' tile edges, real models' hidden sizes, and the longest row there is room for."""
-    choices = [sizes(min_value=1, max_value=max(1, cap)), st.just(max(1, cap))]
+def hidden_sizes(cap: int, low: int = 1) -> st.SearchStrategy[int]:
+    """A row length from ``low`` to ``cap``: any size (favouring every power of two's
+    neighbours), the long rows' tile edges, real models' hidden sizes, and the longest row
+    there is room for."""
+    choices = [sizes(min_value=low, max_value=max(low, cap)), st.just(max(low, cap))]
     for group in (TILE_EDGES, MODEL_HIDDEN):
-        fitting = [h for h in group if h <= cap]
+        fitting = [h for h in group if low <= h <= cap]
         if fitting:
             choices.append(st.sampled_from(fitting))
     return st.one_of(*choices)
+
+
+def _hidden_between(lo: int, hi: int) -> st.SearchStrategy[int]:
+    return hidden_sizes(hi, low=lo)
 
 
 @st.composite
@@ -310,10 +316,19 @@ def row_shapes(draw, *, ranks: tuple[int, ...], max_elements: int):
     large, the other to fit."""
     rank = draw(st.sampled_from(sorted(ranks)))
     k = draw(st.one_of(st.just(1), st.integers(1, min(3, rank))))
-    emphasis = draw(st.sampled_from(EMPHASES))
+    # A pinned band of row lengths is drawn by the emphasis that draws it.
+    emphasis = "hidden" if pin("hidden n") else draw(st.sampled_from(EMPHASES))
     budget = max(max_elements, 1)
     if emphasis == "hidden":
-        n = draw(hidden_sizes(min(MAX_HIDDEN, budget)))
+        cap = min(MAX_HIDDEN, budget)
+        # Half by band (choose(): the gap rounds can pin the longest rows' band, past the tile
+        # a kernel's statistics cover), half the sizes kernels are tried at.
+        by_band = pin("hidden n") or draw(evenly(("sizes", "band"))) == "band"
+        n = draw(
+            chosen_band("hidden n", edges=HIDDEN_BANDS, max_value=cap, inside=_hidden_between)
+            if by_band
+            else hidden_sizes(cap)
+        )
     elif emphasis == "rows":
         n = draw(sizes(min_value=1, max_value=min(64, budget)))
     else:
