@@ -295,8 +295,8 @@ def shapes(draw, *, ranks: tuple[int, ...], max_elements: int, min_m: int = 2):
     def size(cap: int, low: int = 1) -> int:
         return draw(sizes(min_value=low, max_value=max(low, cap)))
 
-    def wide(cap: int, edges: tuple, low: int = 1) -> int:
-        return draw(banded_sizes(max_value=max(low, cap), edges=edges, min_value=low))
+    def wide(cap: int, edges: tuple) -> int:
+        return draw(banded_sizes(max_value=max(1, cap), edges=edges))
 
     if emphasis == "batch":
         c = size(8)
