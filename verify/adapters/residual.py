@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from reference.residual import BasicBlock, Bottleneck, ResidualBlock
-from verify.adapters.base import as_numpy, compiled, to_input
+from verify.adapters.base import as_numpy, as_run, to_input
 from verify.targets.base import Target
 
 REFERENCE_BLOCKS: dict[str, type[ResidualBlock]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
@@ -90,9 +90,7 @@ def call(target: Target, module: nn.Module, x: torch.Tensor, *, seed: int = 0) -
     restored after), so a case is reproducible."""
     with torch.random.fork_rng(devices=[]), target.autocast_context():
         torch.manual_seed(seed % 2**63)
-        if not target.compile:
-            return module(x)
-        return compiled(module)(x)  # see compiled(): never a silent eager fallback
+        return as_run(target, module)(x)  # compiled: never a silent eager fallback
 
 
 @dataclass
