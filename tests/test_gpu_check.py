@@ -110,14 +110,16 @@ def test_end_to_end_on_the_cpu_packs_the_report_the_suite_wrote(tmp_path):
 
 
 def test_the_gpu_profile_plans_every_gpu_target_and_its_stages(tmp_path):
-    """`run --profile gpu --plan`: the CUDA batch-norm targets, every project Triton kernel (of
-    every family), no CPU target; the bench against cuDNN and the convergence run on CUDA."""
+    """`run --profile gpu --plan`: the CUDA targets of every family, every project Triton
+    kernel, no CPU target; the bench against cuDNN and the convergence run on CUDA."""
     proc = varguard("run", "--profile", "gpu", "--plan", "--out", str(tmp_path / "r"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     planned = {line.split()[1] for line in proc.stdout.splitlines() if line.startswith("  target")}
     gpu_bn = {"cuda-cudnn", "cuda-native", "cuda-compile", "cuda-autocast-fp16", "cuda-syncbn"}
     kernels = {"triton-bn", "triton-bn-split", "triton-layernorm", "triton-rmsnorm"}
     assert gpu_bn | kernels | {"triton-add-rmsnorm", "triton-basic-fused-tail"} <= planned
+    gpu_norms = {"cuda-layernorm-float16", "cuda-rmsnorm-compile", "cuda-add-rmsnorm-bfloat16"}
+    assert gpu_norms | {"cuda-groupnorm-channels-last", "cuda-groupnorm-autocast-fp16"} <= planned
     assert not any(name.startswith(("torch-", "varguard-")) for name in planned)
     stages = {line.split()[1]: line for line in proc.stdout.splitlines() if "  stage " in line}
     assert set(stages) == {"depth:", "converge:", "bench:"}

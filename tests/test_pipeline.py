@@ -119,6 +119,28 @@ def test_without_the_reference_target_an_eager_target_that_passed_stands_in(monk
     assert f"took on {torch_bn.name}, at least 3 s" in hang.message
 
 
+def test_a_compiling_targets_checks_are_scheduled_one_job_each():
+    """The reference first (the limits derive from its times), then each check of a compiling
+    target as its own job (side by side on many workers), then the rest whole; a mutant's job
+    (stop at its first failure) stays whole."""
+    eager, compiled = resolve("torch-eager"), resolve("torch-compile")
+    plain = resolve("varguard-explicit")
+    checks = BN_CHECKS[:3]
+    jobs = [
+        Job.of(plain, checks),
+        Job.of(compiled, checks),
+        Job.of(eager, checks),
+        Job.of(compiled, checks, spec="mutant-like", stop_at_failure=True),
+    ]
+    got = [(j.target, j.checks, j.stop_at_failure) for j in execution.schedule(jobs)]
+    assert got == [
+        ("torch-eager", tuple(checks), False),
+        *[("torch-compile", (c,), False) for c in checks],
+        ("varguard-explicit", tuple(checks), False),
+        ("torch-compile", tuple(checks), True),
+    ]
+
+
 def test_shards_split_the_plan_round_robin_and_cover_it_once():
     jobs = [
         Job("a", "a", "batchnorm", ("c1", "c2", "c3")),

@@ -47,16 +47,15 @@ PROFILES = {
         statistical_samples=1_000_000,
         timeout=900.0,
     ),
-    # The GPU run (issue 14; scripts/gpu-check runs it as one device command): every CUDA
-    # batch-norm and residual target and every project Triton kernel (all families), natively,
-    # through every check of its family at the quick profile's effort (known cases first), at
-    # the standard profile's sizes (tile edges past 2^16 are where GPU kernels branch); then
-    # the stages: ResNet-50-size benchmarks against cuDNN with CUDA events and the same-run
-    # copy bandwidth, a short convergence run (channels_last + autocast, as on CUDA by default)
-    # with its controls, and depth. Sized for 7 minutes on one H100/H200; estimated, not
-    # measured (no GPU has run it yet): ~270 checks at ~0.5 s each once compiled, plus
-    # torch.compile's and Triton's first compilations, ~3 min; bench ~2 min; converge ~1 min;
-    # depth ~0.5 min. `varguard run --profile gpu --plan` lists it on any machine.
+    # The GPU run (scripts/gpu-check runs it as one device command): every CUDA target of every
+    # family and every project Triton kernel, natively, through every check of its family at
+    # the quick profile's effort (known cases first), at the standard profile's sizes (tile
+    # edges past 2^16 are where GPU kernels branch); then the stages: ResNet-50-size benchmarks
+    # against cuDNN with CUDA events and the same-run copy bandwidth, a short convergence run
+    # (channels_last + autocast, as on CUDA by default) with its controls, and depth. One
+    # worker per core (16 on the H200 machine): a compiling target's checks run side by side
+    # (execution.schedule). Sized for 7 minutes on one H200; estimated, not yet measured.
+    # `varguard run --profile gpu --plan` lists it on any machine.
     "gpu": Profile(
         name="gpu",
         examples=12,
@@ -65,8 +64,6 @@ PROFILES = {
         statistical_samples=200_000,
         timeout=300.0,
         device="cuda",
-        families=("batchnorm", "residual"),
-        extra_targets=("cuda-layernorm", "cuda-rmsnorm", "cuda-add-rmsnorm-float32"),
     ),
     # Release: deep search; the stages at full size (3 seeds, every ResNet-50 layer).
     "release": Profile(
