@@ -4,6 +4,7 @@ the pytest plugin under pytest-xdist."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import ENV, ROOT, varguard
 
 from verify import config, execution
@@ -139,6 +141,40 @@ def test_a_compiling_targets_checks_are_scheduled_one_job_each():
         ("varguard-explicit", tuple(checks), False),
         ("torch-compile", tuple(checks), True),
     ]
+
+
+def test_a_lost_gpu_hands_the_jobs_other_checks_to_a_fresh_worker():
+    """A kernel fault poisons its process's CUDA context: the worker says so after the check
+    that caused it (that check's own result names the fault), and the job's other checks go
+    back to the front of the queue for a fresh worker, not one after another into the fault."""
+    cpu = resolve("torch-eager")
+    assert not execution._device_lost(cpu)
+    if not torch.cuda.is_available():  # without a GPU, every CUDA call fails like a lost one
+        assert execution._device_lost(dataclasses.replace(cpu, device="cuda"))
+
+    class Conn:
+        def recv(self):
+            return ("device lost", None)
+
+        def send(self, _):
+            raise BrokenPipeError
+
+        def close(self):
+            pass
+
+    class Gone:
+        def is_alive(self):
+            return False
+
+        def join(self, _=None):
+            pass
+
+    job = Job.of(cpu, BN_CHECKS[:3])
+    slot = execution._Slot(proc=Gone(), conn=Conn(), job=job, remaining=list(BN_CHECKS[1:3]))
+    pool = execution._Pool(execution_for("quick"), on_start=None, emit=lambda r: None)
+    slots, queue = [slot], execution.deque()
+    pool._receive(slot, slots, queue)
+    assert slots == [] and [j.checks for j in queue] == [tuple(BN_CHECKS[1:3])]
 
 
 def test_shards_split_the_plan_round_robin_and_cover_it_once():

@@ -351,7 +351,24 @@ def _worker(conn, execution: Execution, threads: int) -> None:
             conn.send(("result", result))
             if job.stop_at_failure and result.status == Status.FAILED:
                 break
+            if _device_lost(target):
+                # The check's own result already says what broke; the job's other checks go to
+                # a fresh worker instead of failing one after another in this one.
+                conn.send(("device lost", None))
+                return
         conn.send(("done", None))
+
+
+def _device_lost(target: Target) -> bool:
+    """Whether this process can no longer use the target's GPU: a kernel fault (a misaligned
+    or illegal address) is sticky, and every later CUDA call of the process fails with it."""
+    if not str(target.device).startswith("cuda"):
+        return False
+    try:
+        torch.cuda.synchronize()
+    except Exception:
+        return True
+    return False
 
 
 def _death(exitcode: int | None) -> tuple[str, str]:
@@ -532,6 +549,11 @@ class _Pool:
             self.emit(payload)
             slot.remaining.remove(payload.check)
             slot.current, slot.since = None, time.monotonic()
+        elif kind == "device lost":
+            if slot.remaining:
+                queue.appendleft(replace(job, checks=tuple(slot.remaining)))
+            slot.job = None
+            self._retire(slot, slots)
         elif kind in ("done", "fatal"):
             if kind == "fatal":
                 for name in slot.remaining:

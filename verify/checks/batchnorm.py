@@ -897,10 +897,11 @@ def _bad_known(target):
 def measure_bad_input(target: Target, case: BadInputCase) -> Measurement:
     c = case.channels
     rank = min(target.ranks)
-    wrong_rank = next(r for r in (4, 2, 5, 3) if r not in target.ranks)
+    # 1-D where every rank from 2 to 5 is taken (SyncBatchNorm: any input of 2 dimensions or more).
+    wrong_rank = next(r for r in (4, 2, 5, 3, 1) if r not in target.ranks)
     shape = {
         "one_value_per_channel": (1, c) + (1,) * (rank - 2),
-        "wrong_rank": (4, c) + (3,) * (wrong_rank - 2),
+        "wrong_rank": (4, c, 3, 3, 3)[:wrong_rank],
         "wrong_channels": (4, c + 1) + (3,) * (rank - 2),
     }[case.kind]
     bn_case = BNCase(shape=(2, c) + (1,) * (rank - 2), dtype=target.dtype, seed=case.seed)

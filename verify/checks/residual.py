@@ -363,8 +363,8 @@ def _grad_growth(modules: list[nn.Module], x: torch.Tensor, dy: torch.Tensor, ca
     for i, m in enumerate(modules):
         m.train(True)
         y = call(m, y, i)
-    (g,) = torch.autograd.grad(y, leaf, dy.to(y.dtype))
-    return float(g.double().pow(2).sum() / dy.double().pow(2).sum())
+    (g,) = torch.autograd.grad(y, leaf, dy.to(device=y.device, dtype=y.dtype))
+    return float(g.double().pow(2).sum().cpu() / dy.double().pow(2).sum())
 
 
 @dataclass(frozen=True)
@@ -496,7 +496,7 @@ def measure_no_mutation(target: Target, case: BlockCase) -> Measurement:
     module.train()
     try:
         y = adapter.call(target, module, x_in, seed=case.seed)
-        y.backward(torch.from_numpy(dy).to(y.dtype))
+        y.backward(torch.from_numpy(dy).to(device=y.device, dtype=y.dtype))
     except RuntimeError as exc:
         if "inplace" not in str(exc) and "in-place" not in str(exc):
             raise

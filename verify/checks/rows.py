@@ -244,10 +244,12 @@ def measure_output_layout(spec: Spec, target: Target, case) -> Measurement:
     granted); where the family keeps channels_last (group norm), y is channels_last when x is,
     and dx when x and the incoming gradient both are."""
     run = spec.step(target, case, backward=True)
+    # A target may declare that it does not keep the format (torch's CUDA group norm).
+    keeps = spec.keeps_channels_last and target.options.get("keeps_channels_last", True)
     x_cl = case.x_layout == "channels_last" and real_channels_last(case.shape)
     wants = {
-        "y": spec.keeps_channels_last and x_cl,
-        "dx": spec.keeps_channels_last and x_cl and case.dy_layout == "channels_last",
+        "y": keeps and x_cl,
+        "dx": keeps and x_cl and case.dy_layout == "channels_last",
     }
     wrong = {}
     for name, got in (("y", run.y_layout), ("dx", run.dx_layout)):

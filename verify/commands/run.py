@@ -362,17 +362,17 @@ def _clear_stage_folders(out: Path) -> None:
 
 
 def write(run_plan: RunPlan) -> dict:
-    """The stages that need no report first, then the report (a stage that reads it, the
-    bench, takes its verification from it), then those stages, each followed by the report."""
+    """The checks' report first; then the stages that read it (the bench times what passed),
+    then the others (depth, convergence), each followed by the report. A run cut short at a
+    deadline (the GPU run's) loses the stages last in line: the longest, convergence, goes last.
+    """
     out = run_plan.out
 
     def elapsed() -> float:
         return round(time.monotonic() - run_plan.started, 1)
 
-    for planned in (s for s in run_plan.stages if not s.stage.after_report):
-        run_stage(planned, out, resume=run_plan.resume)
     report = writer.write(out, wall_seconds=elapsed())
-    for planned in (s for s in run_plan.stages if s.stage.after_report):
+    for planned in sorted(run_plan.stages, key=lambda s: not s.stage.after_report):
         run_stage(planned, out, resume=run_plan.resume)
         report = writer.write(out, wall_seconds=elapsed())
     return report

@@ -163,16 +163,21 @@ def _row_grad_sums(
     CHANNELS_LAST: tl.constexpr, RELU_MASK: tl.constexpr, BLOCK_R: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    """sum(g) and sum(g x_hat) per channel over rows [start, end) (mean, rstd: [BLOCK_C, 1])."""
-    acc_dy = tl.full([BLOCK_C], 0.0, tl.float32)
-    acc_dyx = tl.full([BLOCK_C], 0.0, tl.float32)
+    """sum(g) and sum(g x_hat) per channel over rows [start, end) (mean, rstd: [BLOCK_C, 1]).
+
+    Whole tiles are added in the loop and reduced once after it. (A reduction inside the loop
+    whose sum is used twice after it, as the backward kernel uses sum(g), stops Triton 3.6's
+    TritonGPUOptimizeThreadLocality pass: "Assertion `loopResult.hasOneUse()' failed", seen on
+    an H200; the interpreter runs either form.)"""
+    acc_dy = tl.full([BLOCK_C, BLOCK_R], 0.0, tl.float32)
+    acc_dyx = tl.full([BLOCK_C, BLOCK_R], 0.0, tl.float32)
     for r0 in range(start, end, BLOCK_R):
         offs, mask = _tile(r0, c0, end, C, S, CHANNELS_LAST, BLOCK_R, BLOCK_C)
         g = _grad(dy_ptr, out_ptr, offs, mask, RELU_MASK)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        acc_dy += _sum(g, axis=1)
-        acc_dyx += _sum(tl.where(mask, g * ((x - mean) * rstd), 0.0), axis=1)
-    return acc_dy, acc_dyx
+        acc_dy += g
+        acc_dyx += tl.where(mask, g * ((x - mean) * rstd), 0.0)
+    return _sum(acc_dy, axis=1), _sum(acc_dyx, axis=1)
 
 
 @triton.jit

@@ -257,6 +257,7 @@ def builtin() -> list[Target]:
             factory=torch.nn.SyncBatchNorm,
             device="cuda",
             requires=("cuda",),
+            ranks=(2, 3, 4, 5),  # it takes any input of 2 dimensions or more
             description="torch.nn.SyncBatchNorm, world size 1",
         ),
     ]

@@ -134,7 +134,11 @@ def builtin() -> list[Target]:
                 dtype=dtype,
                 device="cuda",
                 requires=("cuda",),
-                description=f"torch.nn.LayerNorm on CUDA, {dtype} input",
+                # torch's CUDA layer_norm reads weight and bias as the input's dtype: float32
+                # ones are refused ("expected scalar type Half but found Float", H200, torch
+                # 2.11; the param_dtypes check records that refusal). Its CPU kernel takes them.
+                options={"param_dtypes": (dtype,)},
+                description=f"torch.nn.LayerNorm on CUDA, {dtype} input and parameters",
             )
             for dtype in ("bfloat16", "float16")
         ),
