@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
 import pytest
+import torch
 from helpers import ENV
 
 from verify.checks import batchnorm as bn_checks
@@ -85,3 +87,49 @@ def test_failure_carries_a_runnable_reproduction_script(tmp_path):
     )
     assert out.returncode == 1, out.stderr
     assert "exceed the bound" in out.stdout
+
+
+def test_cuda_half_defects_name_torchs_cuda_float16_targets_and_their_cases():
+    """The two defects of torch's CUDA batch norm the first GPU run found (measured on an H200 by
+    scripts/probe-cuda-bn): each names torch's own CUDA float16 modules only, and matches only
+    the cases it was measured on (the one-element offset of x or dy; eval-mode backward)."""
+    from verify.checks import get_check
+    from verify.resolve import resolve
+    from verify.strategies.batchnorm import BNCase
+
+    misaligned, eval_grads = (
+        bn_checks.CUDNN_HALF_MISALIGNED,
+        bn_checks.CUDA_EVAL_BACKWARD_HALF_PARAM_GRADS,
+    )
+    forward, eval_bw = get_check("batchnorm.forward"), get_check("batchnorm.eval_backward")
+    half = resolve("cuda-autocast-fp16")
+    assert misaligned in forward.defects_for(half) and eval_grads in eval_bw.defects_for(half)
+    for name in (
+        "cuda-native",
+        "cuda-cudnn",
+        "cuda-compile",
+        "torch-eager",
+        "varguard-closed-form-float16",
+    ):
+        assert misaligned not in forward.defects_for(resolve(name)), name
+        assert eval_grads not in eval_bw.defects_for(resolve(name)), name
+    assert misaligned not in eval_bw.defects_for(half)  # eval mode never faulted
+    case = BNCase(shape=(4, 3, 5, 6), dtype="float16")
+    assert not misaligned.matches(case)
+    assert misaligned.matches(dataclasses.replace(case, x_layout="offset"))
+    assert misaligned.matches(dataclasses.replace(case, dy_layout="offset"))
+    assert not misaligned.matches(dataclasses.replace(case, dtype="float32", x_layout="offset"))
+    assert eval_grads.matches(case) and not eval_grads.matches(
+        dataclasses.replace(case, dtype="float32")
+    )
+    train_only = dataclasses.replace(case, program=("train+backward", "eval"))
+    assert not eval_grads.matches(train_only)
+    assert eval_grads.matches(dataclasses.replace(case, program=("eval", "eval+backward")))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_the_misaligned_probe_says_absent_without_a_gpu():
+    """The probe runs its script in a child (the fault poisons the process): where there is no
+    GPU the script cannot fault, and the probe must not call that the defect."""
+    bn_checks._cudnn_half_misaligned.cache_clear()
+    assert not bn_checks._cudnn_half_misaligned()

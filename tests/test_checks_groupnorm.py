@@ -97,3 +97,27 @@ def test_half_flat_group_dx_defect_is_torchs_and_narrow():
     )  # a one-value group is flat
     assert defect.matches(spread)
     assert not defect.matches(dataclasses.replace(spread, distribution="normal"))
+
+
+def test_cuda_half_eps_defect_applies_to_torchs_cuda_float16_only_and_is_narrow():
+    """Measured on an H200 (the first GPU run): torch's CUDA group norm rounds eps to float16.
+    The defect names only torch's own CUDA float16 module (not autocast, compiled, bfloat16 or
+    the CPU), and its matcher takes the flat groups where that rounding shows, not ordinary
+    ones or bfloat16 cases."""
+    check = get_check("groupnorm.moments")
+    defect = gn_checks.CUDA_HALF_EPS_ROUNDED
+    assert defect in check.defects_for(resolve("cuda-groupnorm-float16"))
+    for name in (
+        "cuda-groupnorm-autocast-fp16",
+        "cuda-groupnorm-compile",
+        "cuda-groupnorm-bfloat16",
+        "torch-groupnorm-float16",
+    ):
+        assert defect not in check.defects_for(resolve(name)), name
+    flat = defect.example
+    assert defect.matches(flat)
+    assert defect.matches(dataclasses.replace(flat, eps=3e-8))  # 1.9x off in float16
+    ordinary = dataclasses.replace(flat, shape=(4, 8, 16, 16), num_groups=2, distribution="normal")
+    assert not defect.matches(ordinary)
+    assert not defect.matches(dataclasses.replace(ordinary, eps=1e-12))  # var dwarfs eps
+    assert not defect.matches(dataclasses.replace(flat, dtype="bfloat16", param_dtype="bfloat16"))

@@ -134,3 +134,16 @@ def test_the_gpu_profile_refuses_a_machine_without_cuda(tmp_path):
     assert proc.returncode == 2
     assert "--profile gpu" in proc.stderr and "no CUDA GPU" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "r").exists()
+
+
+def test_the_smoke_run_plans_each_gpu_kind_and_no_stage(tmp_path):
+    """--smoke's targets all exist (a misspelt one would end the device command at once) and it
+    runs checks only."""
+    smoke = _module()
+    proc = varguard("run", "--profile", "gpu", "--plan", *smoke.SMOKE_ARGS, "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    planned = {line.split()[1] for line in proc.stdout.splitlines() if line.startswith("  target")}
+    assert set(smoke.SMOKE_TARGETS) <= planned
+    assert any(name.startswith("torch.nn:LayerNorm[") for name in planned)
+    runs = [ln for ln in proc.stdout.splitlines() if "  stage " in ln and "skipped" not in ln]
+    assert runs == []

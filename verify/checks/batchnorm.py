@@ -10,6 +10,8 @@ import contextlib
 import dataclasses
 import functools
 import math
+import subprocess
+import sys
 
 import numpy as np
 import torch
@@ -1043,6 +1045,119 @@ HALF_INVSTD_OVERFLOW = CHECKS.add_defect(
             eps=1e-12,
             affine=False,
             track_running_stats=False,
+        ),
+    )
+)
+
+
+# --- known defects of torch's CUDA batch norm (measured on an H200, torch 2.11.0+cu130, cuDNN
+# 9.19: scripts/probe-cuda-bn and the first GPU report, reports/2026-11-30-cuda/) -------------
+
+
+def _torch_bn_cuda_half(target: Target) -> bool:
+    """torch's own batch norm module on CUDA with float16 input and float32 parameters (how
+    this suite runs half targets, and what autocast does), not compiled."""
+    return (
+        target.factory in (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+        and str(target.device).startswith("cuda")
+        and target.dtype == "float16"
+        and not target.compile
+    )
+
+
+#: A float16 view one element into its storage: its data pointer is 2-byte aligned only.
+CUDNN_HALF_MISALIGNED_SCRIPT = """\
+import sys, torch
+bn = torch.nn.BatchNorm2d(3).cuda()
+x = torch.randn(4 * 3 * 5 * 6 + 1, device="cuda").half()[1:].view(4, 3, 5, 6)
+try:
+    bn(x)
+    torch.cuda.synchronize()
+except Exception as exc:
+    sys.exit(3 if "misaligned" in str(exc) else 1)
+"""
+
+
+@functools.lru_cache(maxsize=1)
+def _cudnn_half_misaligned() -> bool:
+    """Whether the script above still faults (in a child: the fault poisons its process)."""
+    run = subprocess.run(
+        [sys.executable, "-c", CUDNN_HALF_MISALIGNED_SCRIPT], capture_output=True, timeout=300
+    )
+    return run.returncode == 3
+
+
+#: Found by varguard's first GPU run (cuda-autocast-fp16, every check's offset-layout case):
+#: cuDNN's training-mode batch norm on float16 input with float32 parameters stops with "CUDA
+#: error: misaligned address" when the input's or the incoming gradient's data pointer is only
+#: 2-byte aligned (a view at an odd element offset into its storage), and the fault poisons
+#: the process. Measured by scripts/probe-cuda-bn over float16/bfloat16/float32 input, float32
+#: or same-dtype parameters, cuDNN on and off, training and eval, shapes (4, 3, 5, 6) and
+#: (8, 16, 32, 32), offsets 0, 8, 4, 2, 1 elements on x and on dy: only float16 input with
+#: float32 parameters, cuDNN on, training, offset 1 faults (4 of 80 combinations), on x and on
+#: dy alike; offsets of 2 elements or more, bfloat16, same-dtype parameters, native CUDA
+#: (cuDNN off) and eval mode never did. The matcher takes float16 cases with x or dy at the
+#: one-element offset, in the checks that train.
+CUDNN_HALF_MISALIGNED = CHECKS.add_defect(
+    KnownDefect(
+        checks=tuple(
+            f"batchnorm.{c}"
+            for c in (
+                "forward",
+                "moments",
+                "backward",
+                "running_stats",
+                "mode_switching",
+                "affine_invariance",
+                "permutation",
+                "layout",
+                "sharding",
+                "no_mutation",
+                "output_layout",
+                "poisoned_outputs",
+            )
+        ),  # fmt: skip
+        applies_to=lambda target: _torch_bn_cuda_half(target) and target.options.get("cudnn", True),
+        description="torch's cuDNN batch norm (training) on float16 input with float32 "
+        "parameters faults with 'CUDA error: misaligned address' when x or dy starts one "
+        "element into its storage (2-byte aligned)",
+        matches=lambda case: (
+            case.dtype == "float16" and "offset" in (case.x_layout, case.dy_layout)
+        ),
+        example=BNCase(shape=(4, 3, 5, 6), dtype="float16", x_layout="offset"),
+        probe=_cudnn_half_misaligned,
+    )
+)
+
+
+def _eval_backward_step(case: BNCase) -> bool:
+    """A float16 case with an eval-mode backward: the eval-backward check's, or a step of a
+    mode-switching program."""
+    return case.dtype == "float16" and (not case.program or "eval+backward" in case.program)
+
+
+#: Found by varguard's first GPU run (cuda-autocast-fp16, batchnorm.eval_backward and
+#: mode_switching's eval+backward steps): torch's CUDA batch norm backward in eval mode forms
+#: dgamma and dbeta of float16 input through float16 although the parameters are float32:
+#: dbeta off by 1.19x what one float16 rounding of the float32 sum allows, on a (4, 2, 8, 8)
+#: case. Measured by scripts/probe-cuda-bn over 200 cases (4, 2-8, 8, 8), dy ~ N(0, 16), cuDNN
+#: on and off alike: dbeta error up to 2284 float32 units of sum|dy| (0.28 float16 units),
+#: where a float32 sum stays within 256; the training-mode backward stays within its bound.
+#: The matcher takes every float16 eval-mode backward: dx is not searched there meanwhile.
+CUDA_EVAL_BACKWARD_HALF_PARAM_GRADS = CHECKS.add_defect(
+    KnownDefect(
+        checks=("batchnorm.eval_backward", "batchnorm.mode_switching"),
+        applies_to=_torch_bn_cuda_half,
+        description="torch's CUDA batch norm backward in eval mode rounds dgamma and dbeta of "
+        "float16 input through float16 although the parameters are float32 (dbeta error up "
+        "to 0.28 float16 units of sum|dy|)",
+        matches=_eval_backward_step,
+        example=BNCase(
+            shape=(4, 2, 8, 8),
+            dtype="float16",
+            distribution="constant",
+            log10_scale=-2.0,
+            seed=3,
         ),
     )
 )

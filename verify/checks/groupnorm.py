@@ -504,3 +504,59 @@ HALF_FLAT_GROUP_DX = CHECKS.add_defect(
         ),  # fmt: skip
     )
 )
+
+
+def _torch_group_norm_cuda_half(target: Target) -> bool:
+    """torch's own CUDA group norm on float16 activations (not under autocast, where it runs in
+    float32; not compiled, where Inductor writes its own kernel)."""
+    return (
+        rows.runs_forward_of(target, (torch.nn.GroupNorm,), device="cuda")
+        and target.dtype == "float16"
+        and target.autocast is None
+        and not target.compile
+    )
+
+
+def half_eps_rounding_shows(case: GNCase) -> bool:
+    """float16 activations with a group where eps rounded to float16 moves var + eps by more
+    than 2^-12 of itself (a quarter of float16's unit roundoff in the output), or where var +
+    eps is below rows.HALF_DX_LIMIT (rstd kept in float16, as on the CPU)."""
+    if case.dtype != "float16":
+        return False
+    groups = make_input(case).reshape(case.shape[0] * case.num_groups, case.n)
+    flattest = float(np.min(groups.var(axis=1))) + case.eps
+    shift = abs(float(np.float16(case.eps)) - case.eps)
+    return shift > 2.0**-12 * flattest or flattest < rows.HALF_DX_LIMIT
+
+
+#: Found by varguard's first GPU run (cuda-groupnorm-float16, groupnorm.moments, backward and
+#: poisoned_outputs): torch's CUDA group norm on float16 input gives NaN in y and dx for a
+#: constant group at eps 1e-8, case (2, 1) in one group (H200, torch 2.11.0+cu130). Its CUDA
+#: kernel takes eps as the input's dtype (GroupNormKernelImpl: static_cast<scalar_t>(eps)), and
+#: float16 rounds 1e-8 to 0, so 1/sqrt(var + eps) is inf; it keeps rstd in float16 too. The
+#: CPU kernel and bfloat16 (whose range holds such eps) passed the same run. The matcher takes
+#: float16 groups where eps's rounding shows (half_eps_rounding_shows).
+CUDA_HALF_EPS_ROUNDED = CHECKS.add_defect(
+    KnownDefect(
+        checks=(
+            "groupnorm.forward",
+            "groupnorm.moments",
+            "groupnorm.backward",
+            "groupnorm.param_dtypes",
+            "groupnorm.layout",
+            "groupnorm.poisoned_outputs",
+        ),
+        applies_to=_torch_group_norm_cuda_half,
+        description="torch's CUDA group norm rounds eps to the float16 input's dtype (1e-8 "
+        "becomes 0): a constant group gives NaN in y and dx",
+        matches=half_eps_rounding_shows,
+        example=GNCase(
+            shape=(2, 1),
+            num_groups=1,
+            dtype="float16",
+            param_dtype="float16",
+            distribution="constant",
+            eps=1e-8,
+        ),  # fmt: skip
+    )
+)

@@ -370,13 +370,13 @@ def measure_normalized_shape(spec: Spec, target: Target, case) -> Measurement:
     return Measurement(c.ratio, c.message())
 
 
-def runs_forward_of(target: Target, classes: tuple[type, ...]) -> bool:
-    """Whether ``target`` runs one of ``classes``' own forward on the CPU: the class itself, or
-    a user's subclass that does not override it (a drop-in of torch's module runs torch's
-    kernel, defects included)."""
+def runs_forward_of(target: Target, classes: tuple[type, ...], *, device: str = "cpu") -> bool:
+    """Whether ``target`` runs one of ``classes``' own forward on ``device`` ("cpu", "cuda"):
+    the class itself, or a user's subclass that does not override it (a drop-in of torch's
+    module runs torch's kernel, defects included)."""
     factory = target.factory
     return (
-        target.device == "cpu"
+        str(target.device).split(":")[0] == device
         and isinstance(factory, type)
         and any(issubclass(factory, c) and factory.forward is c.forward for c in classes)
     )

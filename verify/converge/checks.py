@@ -180,10 +180,10 @@ class _BlockProbe:
 
             def add(out, identity, _row=row, _orig=original):
                 b, s = _channel_rows(out), _channel_rows(identity)
-                _row["var_branch_c"] = b.var(dim=1, unbiased=False)
+                _row["var_branch_c"] = b.var(dim=1, unbiased=False).detach().cpu()
                 _row["var_shortcut"] = float(s.var(dim=1, unbiased=False).mean())
                 cov = ((b - b.mean(1, keepdim=True)) * (s - s.mean(1, keepdim=True))).mean(1)
-                _row["cov_c"] = cov
+                _row["cov_c"] = cov.detach().cpu()
                 result = _orig(out, identity)
                 _row["var_sum"] = float(channel_variance(result).mean())
                 return result
@@ -199,8 +199,9 @@ class _BlockProbe:
 
             def norm_in(module, inputs, output, _row=row):
                 x = _channel_rows(inputs[0])
-                _row["bn_mean_c"] = x.mean(dim=1)
-                _row["bn_var_c"] = x.var(dim=1, unbiased=False)
+                # On the host: the bounds are numpy (the first GPU run failed on .numpy() here).
+                _row["bn_mean_c"] = x.mean(dim=1).detach().cpu()
+                _row["bn_var_c"] = x.var(dim=1, unbiased=False).detach().cpu()
                 _row["bn_m"] = x.shape[1]
                 _row["bn_eps"] = float(getattr(module, "eps", 1e-5))
 
