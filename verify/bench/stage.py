@@ -39,6 +39,8 @@ STAGE = Stage(
             "--reference",
             "cuda-rmsnorm",
             "--reference",
+            "cuda-groupnorm",
+            "--reference",
             "cuda-add-rmsnorm-float32",
             "--max-time",
             "0.1",
