@@ -297,7 +297,7 @@ def show_plan(run_plan: RunPlan) -> int:
         why = job.resolved.unavailable() if job.resolved else None
         note = f"  [skipped here: {why}]" if why else ""
         print(f"  target {job.target} ({len(job.checks)} checks){note}: {', '.join(job.checks)}")
-    for p in run_plan.stages:
+    for p in in_running_order(run_plan.stages):
         if p.skipped:
             print(f"  stage {p.name}: skipped ({p.skipped})")
         else:
@@ -361,6 +361,12 @@ def _clear_stage_folders(out: Path) -> None:
 # --- write ---------------------------------------------------------------------------------------
 
 
+def in_running_order(stages: list[PlannedStage]) -> list[PlannedStage]:
+    """The stages that read the checks' report first (the bench), then the others in registry
+    order (depth, convergence)."""
+    return sorted(stages, key=lambda s: not s.stage.after_report)
+
+
 def write(run_plan: RunPlan) -> dict:
     """The checks' report first; then the stages that read it (the bench times what passed),
     then the others (depth, convergence), each followed by the report. A run cut short at a
@@ -372,7 +378,7 @@ def write(run_plan: RunPlan) -> dict:
         return round(time.monotonic() - run_plan.started, 1)
 
     report = writer.write(out, wall_seconds=elapsed())
-    for planned in sorted(run_plan.stages, key=lambda s: not s.stage.after_report):
+    for planned in in_running_order(run_plan.stages):
         run_stage(planned, out, resume=run_plan.resume)
         report = writer.write(out, wall_seconds=elapsed())
     return report
