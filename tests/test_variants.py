@@ -10,6 +10,7 @@ import textwrap
 import pytest
 import torch
 from helpers import varguard
+from normtests import SMALL
 
 from verify.checks import get_check
 from verify.checks.base import run_check
@@ -169,3 +170,28 @@ def test_coverage_tables_flag_what_no_case_reached():
     assert coverage.unreached_count(t) == 2
     rows = {d: (r, u) for d, r, u in coverage.rows(t)}
     assert rows["x layout"] == ("contiguous (2, 1 failed), strided (1)", "channels_last")
+
+
+@pytest.mark.parametrize(
+    "spec, check",
+    [
+        ("SameDtypeLayerNorm[bfloat16, contiguous, cpu]", "layernorm.forward"),
+        ("SameDtypeGroupNorm[bfloat16, contiguous, cpu]", "groupnorm.backward"),
+    ],
+)
+def test_a_class_taking_only_same_dtype_parameters_is_checked_not_skipped(spec, check):
+    """torch's CUDA LayerNorm and GroupNorm refuse float32 parameters beside half input: the
+    variant finds that out once and its cases give it parameters in its dtype, so the checks run
+    (on an H200 the refusal of the first case's float32 parameters skipped 7 of 9 checks); the
+    param_dtypes check still tries float32 and accepts the clear refusal."""
+    target = resolve("tests.fixtures.same_dtype_norms:" + spec)
+    assert target.options["param_dtypes"] == (target.dtype,)
+    r = run_check(get_check(check), target, SMALL, seed=0)
+    assert r.status == Status.PASSED, r.message
+    family = check.split(".")[0]
+    pairs = run_check(get_check(f"{family}.param_dtypes"), target, SMALL, seed=0)
+    assert pairs.status == Status.PASSED, pairs.message
+    assert (
+        "param_dtypes"
+        not in resolve(f"torch.nn:LayerNorm[{target.dtype}, contiguous, cpu]").options
+    )

@@ -15,6 +15,8 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
+import torch
+
 from verify.dimensions import DEVICES, DTYPES, LAYOUT_VARIANTS, LAYOUTS
 from verify.targets.base import Target
 
@@ -103,7 +105,7 @@ def variant(template: Target, *, dtype: str, layout: str, device: str = "cpu") -
     """The template (a drop-in class in float32 on the CPU) in one dtype, layout and device."""
     base = template.options.get("spec", template.name)
     requires = template.requires + (("cuda",) if device == "cuda" else ())
-    return replace(
+    made = replace(
         template,
         name=name(base, dtype=dtype, layout=layout, device=device),
         dtype=dtype,
@@ -113,6 +115,45 @@ def variant(template: Target, *, dtype: str, layout: str, device: str = "cpu") -
         requires=requires,
         options={**template.options, "variant": {"dtype": dtype, "layout": layout}},
     )
+    if _same_dtype_parameters_only(made):
+        made = replace(made, options={**made.options, "param_dtypes": (dtype,)})
+    return made
+
+
+#: Families whose cases give the parameters a dtype of their own (float32 beside half
+#: activations, verify.strategies.rows.param_dtypes), with an input their probe module takes.
+PARAMETER_DTYPE_INPUTS = {"layernorm": (2, 8), "rmsnorm": (2, 8), "groupnorm": (2, 4)}
+
+
+def _same_dtype_parameters_only(target: Target) -> bool:
+    """Whether a half-precision variant's class refuses float32 parameters beside its
+    activations, naming the dtype, and takes parameters in the activations' own dtype (torch's
+    CUDA LayerNorm and GroupNorm: "expected scalar type BFloat16 but found Float"). Its cases
+    then give it those: read as a refusal of the dtype, the first case's float32 parameters
+    skipped 7 of 9 checks of torch.nn:LayerNorm[bfloat16, *, cuda] on an H200. The
+    param_dtypes check still tries every pairing and records the refusal."""
+    drop_in = target.options.get("drop_in")
+    shape = PARAMETER_DTYPE_INPUTS.get(getattr(drop_in, "family", ""))
+    if shape is None or target.dtype not in ("float16", "bfloat16") or target.unavailable():
+        return False
+    half = getattr(torch, target.dtype)
+
+    def call(parameters: torch.dtype) -> None:
+        module = drop_in.probe(target.factory).to(device=target.device, dtype=parameters)
+        with torch.no_grad():
+            module(torch.ones(shape, device=target.device).to(half))
+
+    try:
+        call(torch.float32)
+        return False
+    except (TypeError, RuntimeError, ValueError) as exc:
+        if refusal(exc, target) is None:
+            return False  # a failure of the target: the checks report it
+    try:
+        call(half)
+    except Exception:
+        return False
+    return True
 
 
 def expand(template: Target, choice: Choice) -> list[Target]:
