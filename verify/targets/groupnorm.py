@@ -24,7 +24,15 @@ def _probe(cls: type) -> torch.nn.Module:
 
 #: What a user's class can be a drop-in for: torch.nn.GroupNorm (or, with --family groupnorm,
 #: any module with its constructor).
-DROP_INS = (DropIn(family="groupnorm", base=torch.nn.GroupNorm, ranks=GN_RANKS, probe=_probe),)
+DROP_INS = (
+    DropIn(
+        family="groupnorm",
+        base=torch.nn.GroupNorm,
+        ranks=GN_RANKS,
+        probe=_probe,
+        parameter_dtype_input=(2, 4),
+    ),
+)
 
 
 def builtin() -> list[Target]:

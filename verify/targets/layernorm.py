@@ -29,7 +29,15 @@ def _probe(cls: type) -> torch.nn.Module:
 
 #: What a user's class can be a drop-in for: torch.nn.LayerNorm (or, with --family layernorm,
 #: any module with its constructor).
-DROP_INS = (DropIn(family="layernorm", base=torch.nn.LayerNorm, ranks=ROW_RANKS, probe=_probe),)
+DROP_INS = (
+    DropIn(
+        family="layernorm",
+        base=torch.nn.LayerNorm,
+        ranks=ROW_RANKS,
+        probe=_probe,
+        parameter_dtype_input=(2, 8),
+    ),
+)
 
 
 class FunctionalLayerNorm(torch.nn.LayerNorm):

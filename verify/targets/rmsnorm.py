@@ -26,7 +26,15 @@ def _probe(cls: type) -> torch.nn.Module:
 
 #: What a user's class can be a drop-in for: torch.nn.RMSNorm (or, with --family rmsnorm, any
 #: module with its constructor).
-DROP_INS = (DropIn(family="rmsnorm", base=torch.nn.RMSNorm, ranks=ROW_RANKS, probe=_probe),)
+DROP_INS = (
+    DropIn(
+        family="rmsnorm",
+        base=torch.nn.RMSNorm,
+        ranks=ROW_RANKS,
+        probe=_probe,
+        parameter_dtype_input=(2, 8),
+    ),
+)
 
 
 class FunctionalRMSNorm(torch.nn.RMSNorm):

@@ -31,6 +31,9 @@ class DropIn:
     # Builds one instance with the base's constructor arguments: raises if ``cls`` cannot be
     # a drop-in at all (its constructor refuses them), before any check runs.
     probe: Callable[[type], object]
+    # Families whose cases give the parameters a dtype of their own (float32 beside half
+    # activations): an input shape the probe's instance takes, to try that pairing once.
+    parameter_dtype_input: tuple[int, ...] | None = None
 
     @property
     def layouts(self) -> tuple[str, ...]:
@@ -120,11 +123,6 @@ def variant(template: Target, *, dtype: str, layout: str, device: str = "cpu") -
     return made
 
 
-#: Families whose cases give the parameters a dtype of their own (float32 beside half
-#: activations, verify.strategies.rows.param_dtypes), with an input their probe module takes.
-PARAMETER_DTYPE_INPUTS = {"layernorm": (2, 8), "rmsnorm": (2, 8), "groupnorm": (2, 4)}
-
-
 def _same_dtype_parameters_only(target: Target) -> bool:
     """Whether a half-precision variant's class refuses float32 parameters beside its
     activations, naming the dtype, and takes parameters in the activations' own dtype (torch's
@@ -133,7 +131,7 @@ def _same_dtype_parameters_only(target: Target) -> bool:
     skipped 7 of 9 checks of torch.nn:LayerNorm[bfloat16, *, cuda] on an H200. The
     param_dtypes check still tries every pairing and records the refusal."""
     drop_in = target.options.get("drop_in")
-    shape = PARAMETER_DTYPE_INPUTS.get(getattr(drop_in, "family", ""))
+    shape = getattr(drop_in, "parameter_dtype_input", None)
     if shape is None or target.dtype not in ("float16", "bfloat16") or target.unavailable():
         return False
     half = getattr(torch, target.dtype)
