@@ -243,6 +243,42 @@ def test_kernels_run_when_triton_was_imported_first():
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
 
 
+def test_interpreter_patches_the_language_once_a_launch_with_the_same_results(kbn, monkeypatch):
+    """verify.kernels.interpreter.patch_language_once: a launch swaps triton.language once, not
+    again at every @jit helper call, and the kernels' outputs are bit for bit what the
+    interpreter's own per-call patching gives."""
+    if not INTERPRETED:
+        pytest.skip("a GPU is present: no interpreter")
+    from triton.runtime import interpreter
+
+    from verify.kernels import triton_bn
+
+    assert getattr(interpreter._patch_lang, "_varguard_once", False)
+    x = torch.randn(6, 70, 3, 5, dtype=torch.float16).contiguous(memory_format=torch.channels_last)
+    w, b = torch.rand(70) + 0.5, torch.randn(70)
+    xd, layout = triton_bn.dense(x)
+
+    def run():
+        """The kernel's outputs, and how many times the language was swapped (each swap an
+        inspect.getmembers over a module: the cost the patch removes)."""
+        swaps = []
+        swap = interpreter._patch_builtin
+        monkeypatch.setattr(
+            interpreter, "_patch_builtin", lambda *a, **k: swaps.append(1) or swap(*a, **k)
+        )
+        out = triton_bn.forward(xd, layout, w, b, eps=1e-5, split=2)
+        monkeypatch.setattr(interpreter, "_patch_builtin", swap)
+        return out, len(swaps)
+
+    fast, fast_swaps = run()
+    monkeypatch.setattr(interpreter, "_patch_lang", interpreter._patch_lang.__wrapped__)
+    slow, slow_swaps = run()
+    for a, b_ in zip(fast, slow, strict=True):
+        assert torch.equal(a, b_)
+    launches = 3  # split=2: partial statistics, their combination, the elementwise pass
+    assert fast_swaps <= 5 * launches < slow_swaps
+
+
 def test_every_kernel_compiles_for_a_gpu():
     """The interpreter runs Python; Triton's compiler is stricter. Every kernel, both layouts,
     float32 and bfloat16, each compile-time flag on and off, compiles to sm_90 code here."""

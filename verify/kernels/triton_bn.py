@@ -37,25 +37,14 @@ import triton
 import triton.language as tl
 
 from verify.kernels import INTERPRETED
+from verify.kernels.interpreter import library, patch_language_once
 
 cdiv = triton.cdiv
 
 
-def _library(fn):
-    """``fn``, one of triton.language's own @jit functions, callable from the kernels below.
+patch_language_once()
 
-    Under the interpreter those must be interpreted too. When something imported triton before
-    TRITON_INTERPRET was set (torch.compile does, in a process that verifies several targets)
-    they are compile-only JITFunctions: wrap their Python source again.
-    """
-    if not INTERPRETED:
-        return fn
-    from triton.runtime.interpreter import InterpretedFunction
-
-    return fn if isinstance(fn, InterpretedFunction) else InterpretedFunction(fn.fn)
-
-
-_sum = _library(tl.sum)
+_sum = library(tl.sum)
 
 # --- shared pieces ---------------------------------------------------------------------------
 
