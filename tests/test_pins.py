@@ -115,3 +115,43 @@ def test_a_pinned_reduction_band_is_the_batch_norm_case_band(data):
     m = math.prod(shape) // shape[1]
     assert band(m, M_BANDS) == "2049-65504", shape
     assert math.prod(shape) <= 20_000
+
+
+def test_a_round_whose_every_case_is_a_known_defect_leaves_its_value_unreached():
+    """A pinned value whose every case a known defect matches (the search steps around them)
+    cannot be reached: the round is given up, the check still passes, the value stays a gap in
+    its table and the defect is reported. (The oneDNN stride-2 crash of channels_last residual
+    targets excludes every "stride 2 on" case of residual.no_mutation.)"""
+    from dataclasses import dataclass
+
+    from verify.assertions import EXACT
+    from verify.checks.base import Check, KnownDefect, Measurement
+    from verify.result import Status
+
+    @dataclass(frozen=True)
+    class Case:
+        kind: str
+
+        def coverage(self):
+            return {"kind": self.kind}
+
+    defect = KnownDefect(
+        checks=("toy.kinds",),
+        description="kind b is broken",
+        applies_to=lambda target: True,
+        matches=lambda case: case.kind == "b",
+        example=Case("b"),
+    )
+    check = Check(
+        name="toy.kinds",
+        summary="toy",
+        bound=EXACT,
+        cases=lambda target, profile: choose("kind", {"a": Case("a"), "b": Case("b")}),
+        measure=lambda target, case: Measurement(0.0 if case.kind == "a" else 2.0, case.kind),
+        dimensions=lambda target, profile: {"kind": ("a", "b")},
+        defects=[defect],
+    )
+    result = run_check(check, resolve("torch-eager"), get_profile("quick"))
+    assert result.status == Status.PASSED, result.message
+    assert result.extra["coverage"]["kind"].get("b", [0])[0] == 0
+    assert result.extra["known_defects"][0]["present"] is True

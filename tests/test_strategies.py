@@ -167,3 +167,37 @@ def test_residual_blocks_fit_their_budget(case):
     assert case.batch * case.in_channels * case.height * case.width <= 20_000 + 17 * 17 * 16
     assert case.values_per_channel() >= 2 or case.mode == "eval"
     assert np.isfinite(res_strategies.make_input(case)).all()
+
+
+@pytest.mark.parametrize("expansion", [1, 4], ids=["basic", "bottleneck"])
+def test_every_declared_residual_value_is_reachable(expansion):
+    """The residual family's coverage table: what it declares, its block strategy reaches."""
+    declared = res_strategies.dimensions(
+        expansion=expansion, modes=("train", "eval"), max_elements=20_000, compiled=False
+    )
+    strategy = res_strategies.block_cases(
+        expansion=expansion, modes=("train", "eval"), max_elements=20_000
+    )
+    seen = _labels(strategy, 600)
+    missing = [(dim, v) for dim, values in declared.items() for v in values if v not in seen[dim]]
+    assert missing == []
+    compiled = res_strategies.dimensions(
+        expansion=expansion, modes=("train",), max_elements=20_000, compiled=True
+    )
+    seen = _labels(
+        res_strategies.block_cases(expansion=expansion, modes=("train",), compiled=True), 100
+    )
+    assert all(set(values) <= seen[dim] for dim, values in compiled.items()), (compiled, seen)
+
+
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data(), label=st.sampled_from(res_strategies.SPATIAL))
+def test_a_pinned_stride_2_input_shape_is_a_stride_2_projection_of_that_shape(data, label):
+    """Pinning "stride 2 on" makes the shortcut follow (a stride-2 projection) and the input's
+    spatial shape the one pinned: the stride-placement bugs need both at once."""
+    from verify.strategies.pins import pinned
+
+    with pinned({"stride 2 on": label, "shortcut": "identity"}):
+        case = data.draw(res_strategies.block_cases(expansion=4, modes=("train", "eval")))
+    assert case.stride == 2 and case.coverage()["shortcut"] == "projection, stride 2"
+    assert res_strategies.spatial_label(case.height, case.width) == label

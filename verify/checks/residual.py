@@ -44,9 +44,20 @@ from verify.strategies.residual import (
     make_input,
     stack_cases,
 )
+from verify.strategies.residual import dimensions as block_dimensions
 from verify.targets.base import Target
 
-CHECKS = Checks("residual")
+
+def _dimensions(target: Target, profile: Profile) -> dict[str, tuple[str, ...]]:
+    return block_dimensions(
+        expansion=adapter.expansion(target),
+        modes=target.modes,
+        max_elements=target.size_budget(profile.max_elements),
+        compiled=target.compile,
+    )
+
+
+CHECKS = Checks("residual", dimensions=_dimensions)
 
 
 # --- comparing a block's output, with drop-path's per-sample keep-or-drop -------------------
@@ -134,6 +145,7 @@ def known_blocks(target: Target, *, identity_only: bool = False, depth: int = 1)
                     mode=mode,
                     seed=11 + i,
                     depth=depth,
+                    expansion=e,
                 )
             )
     return out
@@ -540,12 +552,23 @@ def _stochastic_cases(target: Target, profile: Profile) -> st.SearchStrategy[Blo
 
 
 def _stochastic_known(target: Target) -> list[BlockCase]:
+    e = adapter.expansion(target)
     return [
-        BlockCase(batch=64, in_channels=8, planes=8, height=4, width=4, mode=mode, seed=5)
+        BlockCase(
+            batch=64, in_channels=8, planes=8, height=4, width=4, mode=mode, seed=5, expansion=e
+        )
         for mode in target.modes
     ] + [
         BlockCase(
-            batch=48, in_channels=3, planes=8, height=5, width=5, stride=2, mode="train", seed=6
+            batch=48,
+            in_channels=3,
+            planes=8,
+            height=5,
+            width=5,
+            stride=2,
+            mode="train",
+            seed=6,
+            expansion=e,
         )
     ]
 

@@ -21,12 +21,23 @@ import numpy as np
 from hypothesis import strategies as st
 
 from verify.strategies.common import DISTRIBUTIONS, round_to, sizes
+from verify.strategies.pins import choose, pin
 
 #: Shapes a compiled target is checked on: every new shape (or stride pattern) costs
 #: torch.compile a recompilation (seconds on a CPU), so compiled cases vary the values, the BN
 #: mode and the seed, not the shape or the layout.
 #: (batch, height, width, stride, identity shortcut?)
 COMPILED_SHAPES = ((4, 8, 8, 1, True), (4, 8, 8, 2, False))
+
+#: The coverage dimensions of a block case (:meth:`BlockCase.coverage`): the shortcut a block
+#: takes (the stride-placement and missing-BN bugs live on a projection), its input's spatial
+#: shape, told apart for stride-2 blocks ("stride 2 on": a stride-2 conv rounds odd sides up,
+#: and a 1x1 input hides where the stride is applied), BN's mode, the input's layout, the
+#: branch width and the law of the values.
+SHORTCUTS = ("identity", "projection", "projection, stride 2")
+SPATIAL = ("1x1", "odd side", "even sides")
+PLANES = (1, 2, 3, 4, 7, 8, 16)
+X_LAYOUTS = ("contiguous", "strided")
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,7 @@ class BlockCase:
     seed: int = 0
     noncontiguous: bool = False
     depth: int = 1
+    expansion: int = 1  # the block's out_channels / planes: 1 basic, 4 bottleneck
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -59,6 +71,18 @@ class BlockCase:
         """m of the batch norms after the strided conv: batch * H_out * W_out."""
         h, w = self.output_hw()
         return self.batch * h * w
+
+    def coverage(self) -> dict[str, str]:
+        """The configuration this case puts a block in (the coverage table's dimensions)."""
+        identity = self.stride == 1 and self.in_channels == self.planes * self.expansion
+        return {
+            "shortcut": "identity" if identity else SHORTCUTS[self.stride],
+            _spatial_dimension(self.stride): spatial_label(self.height, self.width),
+            "mode": self.mode,
+            "x layout": X_LAYOUTS[self.noncontiguous],
+            "planes": str(self.planes),
+            "input law": self.distribution,
+        }
 
 
 @dataclass(frozen=True)
@@ -123,18 +147,25 @@ def block_cases(
     keeps in_channels = planes * expansion and stride 1 (identity shortcut); ``compiled`` draws
     the shape from :data:`COMPILED_SHAPES` only.
     """
-    mode = draw(st.sampled_from(list(modes)))
+    mode = draw(choose("mode", list(modes)))
     max_planes = 8 if expansion > 1 else 16
     if compiled:
-        batch, h, w, stride, identity = draw(
-            st.sampled_from([s for s in COMPILED_SHAPES if s[4] or not identity_only])
-        )
+        shapes = {
+            _shortcut_of(stride=s[3], identity=s[4]): s
+            for s in COMPILED_SHAPES
+            if s[4] or not identity_only
+        }
+        batch, h, w, stride, identity = draw(choose("shortcut", shapes))
         planes = 8 // expansion if expansion > 1 else 8
         in_channels = planes * expansion if identity else 3
+        noncontiguous = False
     else:
-        planes = draw(st.sampled_from([p for p in (1, 2, 3, 4, 7, 8, 16) if p <= max_planes]))
-        identity = identity_only or draw(st.booleans())
-        stride = 1 if identity else draw(st.sampled_from([1, 2]))
+        planes = draw(choose("planes", {str(p): p for p in PLANES if p <= max_planes}))
+        if pin("stride 2 on") in SPATIAL and not identity_only:
+            shortcut = SHORTCUTS[2]  # a stride-2 input shape pinned: the shortcut follows
+        else:
+            shortcut = draw(choose("shortcut", ["identity"] if identity_only else list(SHORTCUTS)))
+        identity, stride = shortcut == "identity", 2 if shortcut.endswith("stride 2") else 1
         if identity:
             in_channels = planes * expansion
         else:
@@ -142,11 +173,11 @@ def block_cases(
             if in_channels == planes * expansion and stride == 1:
                 in_channels += 1  # a projection case must change the shape
         budget = max(max_elements // max(in_channels, planes * expansion), 2)
-        batch = draw(sizes(min_value=1, max_value=min(16, budget)))
-        h = draw(sizes(min_value=1, max_value=max(1, min(17, budget // batch))))
-        w = draw(sizes(min_value=1, max_value=max(1, min(17, budget // (batch * h)))))
+        h, w = draw(choose(_spatial_dimension(stride), _spatial_options(budget // 2)))
+        batch = draw(sizes(min_value=1, max_value=max(1, min(16, budget // (h * w)))))
         if not _train_ok(batch, h, w, stride):
             batch = 2
+        noncontiguous = draw(choose("x layout", X_LAYOUTS)) == "strided"
     return BlockCase(
         batch=batch,
         in_channels=in_channels,
@@ -155,13 +186,68 @@ def block_cases(
         width=w,
         stride=stride,
         mode=mode,
-        distribution=draw(st.sampled_from(sorted(DISTRIBUTIONS))),
+        distribution=draw(choose("input law", sorted(DISTRIBUTIONS))),
         log10_scale=draw(st.floats(-3.0, 3.0)),
         log10_kappa=draw(st.floats(0.0, 3.0)),
         seed=draw(st.integers(0, 2**32 - 1)),
-        noncontiguous=False if compiled else draw(st.booleans()),
+        noncontiguous=noncontiguous,
         depth=draw(st.integers(1, max_depth)),
+        expansion=expansion,
     )
+
+
+def _shortcut_of(*, stride: int, identity: bool) -> str:
+    return "identity" if identity else SHORTCUTS[stride]
+
+
+def _spatial_dimension(stride: int) -> str:
+    return "stride 2 on" if stride == 2 else "spatial"
+
+
+def spatial_label(height: int, width: int) -> str:
+    """A block input's spatial shape as the coverage table names it (:data:`SPATIAL`)."""
+    if height == width == 1:
+        return "1x1"
+    return "odd side" if height % 2 or width % 2 else "even sides"
+
+
+def _spatial_options(budget: int) -> dict[str, st.SearchStrategy[tuple[int, int]]]:
+    """(height, width), each side up to 17 and their product up to ``budget``, for each
+    :data:`SPATIAL` label reachable so: sizes favour their edges (common.sizes), then are made
+    odd or even."""
+    side = min(17, budget)
+
+    def second(h: int, parity: int | None):
+        top = min(17, budget // h)
+        w = sizes(min_value=1 if parity is None else 2, max_value=top)
+        return w if parity is None else w.map(lambda v: v - v % 2)
+
+    options: dict[str, st.SearchStrategy[tuple[int, int]]] = {"1x1": st.just((1, 1))}
+    if side >= 3:
+        odd = sizes(min_value=3, max_value=side).map(lambda v: v if v % 2 else v - 1)
+        options["odd side"] = odd.flatmap(
+            lambda h: second(h, None).flatmap(lambda w: st.sampled_from([(h, w), (w, h)]))
+        )
+    if side >= 2 and budget >= 4:
+        even = sizes(min_value=2, max_value=min(side, budget // 2)).map(lambda v: v - v % 2)
+        options["even sides"] = even.flatmap(lambda h: second(h, 0).map(lambda w: (h, w)))
+    return options
+
+
+def dimensions(*, expansion: int, modes: tuple[str, ...], max_elements: int, compiled: bool):
+    """The values of every coverage dimension a block target's cases can reach."""
+    dims = {
+        "shortcut": (SHORTCUTS[0], SHORTCUTS[2]) if compiled else SHORTCUTS,
+        "mode": tuple(modes),
+        "input law": tuple(sorted(DISTRIBUTIONS)),
+    }
+    if compiled:  # COMPILED_SHAPES: 8x8
+        return dims | {"spatial": (SPATIAL[2],), "stride 2 on": (SPATIAL[2],)}
+    dims["spatial"] = tuple(_spatial_options(max_elements // 2))  # a narrow block's reach
+    dims["stride 2 on"] = dims["spatial"]
+    dims["x layout"] = X_LAYOUTS
+    dims["planes"] = tuple(str(p) for p in PLANES if p <= (8 if expansion > 1 else 16))
+    return dims
 
 
 @st.composite
