@@ -336,7 +336,9 @@ def run_check(
 
     n = check.max_examples(profile) if check.max_examples else _examples(target, profile)
 
-    def search(examples: int, seed_: int) -> None:
+    def search(examples: int, seed_: int, *, pinned_round: bool = False) -> None:
+        rejected = valid = 0
+
         @settings(
             max_examples=examples,
             deadline=None,
@@ -348,8 +350,13 @@ def run_check(
         )
         @given(case=check.cases(target, profile))
         def one(case):
+            nonlocal rejected, valid
             if known_defect(case):
+                rejected += 1
+                if pinned_round and not valid and rejected >= _DEFECT_ONLY_ROUND:
+                    raise _DefectsOnly  # these pins draw only the defect's cases
                 reject()  # reported below, from the defect's own example
+            valid += 1
             m = measure(case)
             hypothesis_target(
                 min(m.ratio, RATIO_CAP) if not math.isnan(m.ratio) else RATIO_CAP,
@@ -379,12 +386,16 @@ def run_check(
                 chosen |= chosen_here
             else:
                 with pinned(pins):
-                    search(GAP_EXAMPLES, search_seed(seed, f"{check.name}:{sorted(pins.items())}"))
-        except Unsatisfiable as exc:
+                    search(
+                        GAP_EXAMPLES,
+                        search_seed(seed, f"{check.name}:{sorted(pins.items())}"),
+                        pinned_round=True,
+                    )
+        except (_DefectsOnly, Unsatisfiable) as exc:
             if pins is None or not defects:
                 return finish(Status.ERROR, describe_exception(exc), state["last"], found_by)
-            # Every case with these pins was a known defect's (rejected): the values stay
-            # unreached in the table, and the defect is reported below, from its own example.
+            # Every case these pins draw is a known defect's (the search steps around them): the
+            # values stay unreached in the table; the defect is reported from its own example.
             continue
         except CheckFailed as exc:
             # Hypothesis replays the shrunk example last, so state["last"] is the minimal case.
@@ -422,6 +433,16 @@ def _report_defects(check: Check, target: Target, defects, result: Result) -> No
 
 #: Cases run for each round of pins (_gap_pins) after the search.
 GAP_EXAMPLES = 3
+
+#: Known-defect cases in a row after which a round of pins is given up: its pins draw nothing
+#: else (Hypothesis would draw ~1000 before calling it unsatisfiable; 50 in a row, where even
+#: one case in ten outside the defect would have shown, are enough).
+_DEFECT_ONLY_ROUND = 50
+
+
+class _DefectsOnly(BaseException):
+    """A round of pins drew only known-defect cases. A BaseException, so that Hypothesis does
+    not take it for a failure to shrink: it ends the round at once."""
 
 
 def _gap_pins(
