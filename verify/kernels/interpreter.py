@@ -35,8 +35,8 @@ def patch_language_once() -> bool:
     ...), where it finds every builtin already swapped and changes nothing, at the price of an
     ``inspect.getmembers`` over the language modules: a quarter of the batch-norm kernels' time
     under the interpreter. When the language is already swapped (``tl.arange`` is no longer a
-    builtin), that call is skipped. Returns whether the interpreter was patched (False: not
-    interpreting, or a Triton whose interpreter has no ``_patch_lang``).
+    builtin), that call is skipped. Returns whether the interpreter is patched (False: not
+    interpreting, or a Triton whose interpreter lacks what this relies on).
     """
     if not INTERPRETED:
         return False
@@ -44,8 +44,10 @@ def patch_language_once() -> bool:
 
     original = getattr(interpreter, "_patch_lang", None)
     scope_type = getattr(interpreter, "_LangPatchScope", None)
-    if original is None or scope_type is None or getattr(original, "_varguard_once", False):
-        return original is not None and scope_type is not None
+    if None in (original, scope_type, getattr(tl.core, "is_builtin", None)):
+        return False  # another Triton's interpreter: left as it is
+    if getattr(original, "_varguard_once", False):
+        return True
 
     def _patch_lang(fn):
         if not tl.core.is_builtin(tl.arange):  # swapped by the launch around this call
