@@ -76,7 +76,7 @@ class BlockCase:
         """The configuration this case puts a block in (the coverage table's dimensions)."""
         identity = self.stride == 1 and self.in_channels == self.planes * self.expansion
         return {
-            "shortcut": "identity" if identity else SHORTCUTS[self.stride],
+            "shortcut": _shortcut_of(stride=self.stride, identity=identity),
             _spatial_dimension(self.stride): spatial_label(self.height, self.width),
             "mode": self.mode,
             "x layout": X_LAYOUTS[self.noncontiguous],
