@@ -42,6 +42,9 @@ UNIT_ROUNDOFF = {
     "float16": 2.0**-11,
 }
 
+#: Largest binary exponent of each storage format (bfloat16 keeps float32's exponent range).
+MAX_EXPONENT = {"float64": 1023, "float32": 127, "bfloat16": 127, "float16": 15}
+
 #: Accumulation precision a sound implementation uses for a given storage dtype: every framework
 #: accumulates half-precision sums in float32, so a float16 accumulator is a bug, not a choice.
 ACCUMULATE_IN = {
@@ -65,6 +68,15 @@ def unit_roundoff(dtype: str) -> float:
     if key not in UNIT_ROUNDOFF:
         raise ValueError(f"dtype={dtype!r} has no error model; use one of {sorted(UNIT_ROUNDOFF)}")
     return UNIT_ROUNDOFF[key]
+
+
+def overflow_threshold(dtype: str) -> float:
+    """The smallest magnitude that rounds to infinity in ``dtype`` (round to nearest, IEEE 754):
+    halfway between the largest finite value (2 - 2u) 2^emax and 2^(emax + 1), i.e.
+    (2 - u) 2^emax: 65520 for float16. A computed value within its error bound of this may
+    round to the largest finite value or to infinity, whichever side the exact value is on."""
+    key = str(dtype).removeprefix("torch.")
+    return (2.0 - unit_roundoff(key)) * 2.0 ** MAX_EXPONENT[key]
 
 
 def accumulation_roundoff(dtype: str) -> float:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from verify.strategies.common import round_to
+from theory.rounding import overflow_threshold
 
 
 @dataclass(frozen=True)
@@ -56,25 +56,36 @@ def compare(
     """Compare element-wise. NaN or Inf in ``actual`` where ``expected`` is finite is an
     infinite error; matching non-finite values (same NaN or same infinity) count as exact.
 
-    ``storage``: the dtype ``actual`` is stored in. An exact value beyond its range rounds to
-    +-inf under IEEE 754, so there the expected value is that infinity.
+    ``storage``: the dtype ``actual`` is stored in. A value computed within ``allowed`` of the
+    exact one rounds to +-inf under IEEE 754 once it passes theory.rounding.overflow_threshold:
+    where every value allowed is past it, the expected value is that infinity; where the
+    allowed interval reaches it, that infinity is one of the results allowed, its error the
+    distance from the exact value to the threshold (a finite result there is compared as usual).
     """
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
     bound = describe_bound(bound)
-    if storage is not None and e.shape == a.shape:
-        with np.errstate(invalid="ignore"):
-            e = np.where(
-                np.isinf(round_to(np.nan_to_num(e), storage)) & np.isfinite(e),
-                np.sign(e) * np.inf,
-                e,
-            )
     if a.shape != e.shape:
         raise ShapeMismatch(f"{what}: shape {a.shape}, expected {e.shape}")
     tol = np.broadcast_to(np.asarray(allowed, dtype=np.float64), e.shape)
+    to_infinity = np.zeros(e.shape, dtype=bool)
+    distance_to_limit = np.zeros(e.shape)
+    if storage is not None:
+        limit = overflow_threshold(storage)
+        with np.errstate(invalid="ignore", over="ignore"):
+            finite = np.isfinite(e)
+            e = np.where(finite & (np.abs(e) - tol >= limit), np.sign(e) * np.inf, e)
+            to_infinity = (
+                np.isfinite(e)
+                & (np.abs(e) + tol >= limit)
+                & np.isinf(a)
+                & (np.sign(a) == np.sign(e))
+            )
+            distance_to_limit = np.maximum(limit - np.abs(e), 0.0)
     same_nonfinite = (~np.isfinite(e)) & ((np.isnan(a) & np.isnan(e)) | (a == e))
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         err = np.where(same_nonfinite, 0.0, np.abs(a - e))
+        err = np.where(to_infinity, distance_to_limit, err)
         err = np.where(np.isnan(err), np.inf, err)
         ratio = np.where(err == 0, 0.0, err / np.where(tol > 0, tol, 0.0))
         rel = np.where(err == 0, 0.0, err / np.abs(e))
