@@ -112,12 +112,19 @@ def _labels(strategy, n: int) -> dict[str, set]:
 
 
 @pytest.mark.parametrize(
-    "profile", [QUICK, pytest.param(STANDARD, marks=pytest.mark.slow)], ids=["quick", "standard"]
+    ("name", "profile"),
+    [
+        ("torch-eager", QUICK),
+        ("torch-channels-last", QUICK),
+        pytest.param("torch-eager", STANDARD, marks=pytest.mark.slow),
+    ],
+    ids=["quick", "channels_last-only", "standard"],
 )
-def test_every_declared_batchnorm_value_is_reachable(profile):
+def test_every_declared_batchnorm_value_is_reachable(name, profile):
     """What the coverage table calls "declared" must be reachable by the strategies, or the
-    table would flag a gap the search cannot close."""
-    target = resolve("torch-eager")
+    table would flag a gap the search cannot close (a channels_last-only target once declared
+    the pair "x contiguous, dy channels_last")."""
+    target = resolve(name)
     declared = bn.dimensions(target, max_elements=target.size_budget(profile.max_elements))
     plain = _labels(
         st.one_of(adapter_cases(target, profile), adapter_cases(target, profile, min_m=1)), 1500

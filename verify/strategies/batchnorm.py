@@ -485,6 +485,14 @@ def _layout_pair(draw, shape: tuple[int, ...], x_choices: tuple[str, ...]):
     return x_layout, draw(choose("dy layout", both))
 
 
+def _reachable_pairs(x_layouts: tuple[str, ...]) -> tuple[str, ...]:
+    """The layout pairs an input drawn from ``x_layouts`` can be in (a channels_last-only
+    target's input is never contiguous: "x contiguous, dy channels_last" is out of its reach)."""
+    if "channels_last" not in x_layouts:
+        return ("same", "other mixed")
+    return tuple(p for p in LAYOUT_PAIRS if p not in _CL_PAIRS or _CL_PAIRS[p][0] in x_layouts)
+
+
 def dimensions(target: Target, *, max_elements: int) -> dict[str, tuple[str, ...]]:
     """The values of each coverage dimension ``target`` can reach within ``max_elements``: the
     report flags the ones no case reached."""
@@ -499,7 +507,7 @@ def dimensions(target: Target, *, max_elements: int) -> dict[str, tuple[str, ...
         "rank": tuple(f"{r}-D" for r in ranks),
         "x layout": tuple(x_layouts),
         "dy layout": tuple(dy_layouts),
-        "layout pair": LAYOUT_PAIRS if "channels_last" in x_layouts else ("same", "other mixed"),
+        "layout pair": _reachable_pairs(x_layouts),
         "dy law": GRAD_LAWS,
         "affine": ("True", "False"),
         "track_running_stats": ("True", "False"),
