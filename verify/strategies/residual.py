@@ -148,7 +148,6 @@ def block_cases(
     the shape from :data:`COMPILED_SHAPES` only.
     """
     mode = draw(choose("mode", list(modes)))
-    max_planes = 8 if expansion > 1 else 16
     if compiled:
         shapes = {
             _shortcut_of(stride=s[3], identity=s[4]): s
@@ -160,7 +159,7 @@ def block_cases(
         in_channels = planes * expansion if identity else 3
         noncontiguous = False
     else:
-        planes = draw(choose("planes", {str(p): p for p in PLANES if p <= max_planes}))
+        planes = draw(choose("planes", {str(p): p for p in _planes(expansion)}))
         if pin("stride 2 on") in SPATIAL and not identity_only:
             shortcut = SHORTCUTS[2]  # a stride-2 input shape pinned: the shortcut follows
         else:
@@ -194,6 +193,11 @@ def block_cases(
         depth=draw(st.integers(1, max_depth)),
         expansion=expansion,
     )
+
+
+def _planes(expansion: int) -> tuple[int, ...]:
+    """The branch widths a block case draws (a bottleneck's output is 4x wider: up to 8)."""
+    return tuple(p for p in PLANES if p <= (8 if expansion > 1 else 16))
 
 
 def _shortcut_of(*, stride: int, identity: bool) -> str:
@@ -246,7 +250,7 @@ def dimensions(*, expansion: int, modes: tuple[str, ...], max_elements: int, com
     dims["spatial"] = tuple(_spatial_options(max_elements // 2))  # a narrow block's reach
     dims["stride 2 on"] = dims["spatial"]
     dims["x layout"] = X_LAYOUTS
-    dims["planes"] = tuple(str(p) for p in PLANES if p <= (8 if expansion > 1 else 16))
+    dims["planes"] = tuple(str(p) for p in _planes(expansion))
     return dims
 
 
