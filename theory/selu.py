@@ -23,6 +23,7 @@ import sympy as sp
 from scipy import integrate
 from sympy import stats
 
+from theory.derivation_cache import cached_derivation
 from theory.oracle import DIGITS, Oracle, evaluate
 from theory.sampling import FALSE_ALARM, normal_quantile
 
@@ -57,7 +58,7 @@ def _gaussian_expectation(f: sp.Expr, t: sp.Symbol, lo: sp.Expr, hi: sp.Expr) ->
     return sp.simplify(sp.powsimp(sp.expand(total.rewrite(sp.erfc)), combine="exp"))
 
 
-@lru_cache(maxsize=1)
+@cached_derivation  # seconds of integration: derived once per machine, not once per process
 def moments_exprs() -> tuple[sp.Expr, sp.Expr]:
     """E[selu(z)] and E[selu(z)^2], z ~ N(mu*omega, nu*tau), alpha and lambda symbolic."""
     t = sp.Symbol("t", real=True)
@@ -81,7 +82,7 @@ def mapping_exprs() -> tuple[sp.Expr, sp.Expr]:
     return mean, second - mean**2
 
 
-@lru_cache(maxsize=1)
+@cached_derivation
 def constants_exprs() -> tuple[sp.Expr, sp.Expr]:
     """alpha_01 and lambda_01 as exact closed forms: g(0, 1) = (0, 1) at omega = 0, tau = 1.
 
