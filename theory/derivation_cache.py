@@ -71,7 +71,6 @@ def cached_derivation(fn: Callable[[], T]) -> Callable[[], T]:
             _write_atomically(path, pickle.dumps(value))
         return value
 
-    derived.key = key
     return derived
 
 
