@@ -89,6 +89,29 @@ def test_failure_carries_a_runnable_reproduction_script(tmp_path):
     assert "exceed the bound" in out.stdout
 
 
+def test_cpu_half_defects_name_torchs_own_cpu_float16_modules_only():
+    """The two float16 defects of torch's CPU batch norm belong to torch's modules run on
+    float16 input on the CPU (built-in or a drop-in variant of torch's own class), not to our
+    closed-form float16 kernel, autocast, float32 or CUDA: elsewhere the same failure is a bug."""
+    from verify.checks import get_check
+    from verify.resolve import resolve
+
+    backward = get_check("batchnorm.backward")
+    defects = (bn_checks.FP16_NONCONTIGUOUS_BACKWARD_OVERFLOW, bn_checks.HALF_INVSTD_OVERFLOW)
+    for name in ("torch-float16", "torch.nn:BatchNorm2d[float16, contiguous]"):
+        for defect in defects:
+            assert defect in backward.defects_for(resolve(name)), (name, defect.description)
+    for name in (
+        "torch-eager",
+        "torch-autocast-bf16",
+        "varguard-closed-form-float16",
+        "cuda-autocast-fp16",
+        "torch.nn:BatchNorm2d[bfloat16, contiguous]",
+    ):
+        for defect in defects:
+            assert defect not in backward.defects_for(resolve(name)), (name, defect.description)
+
+
 def test_cuda_half_defects_name_torchs_cuda_float16_targets_and_their_cases():
     """The two defects of torch's CUDA batch norm the first GPU run found (measured on an H200 by
     scripts/probe-cuda-bn): each names torch's own CUDA float16 modules only, and matches only

@@ -954,6 +954,17 @@ def _dy_dot_centered_overflows_fp16(case: BNCase) -> bool:
     return False
 
 
+def _torch_bn_cpu_half(target: Target) -> bool:
+    """torch's own batch norm module on the CPU with float16 input, not under autocast: where
+    the two CPU float16 defects below live."""
+    return (
+        target.factory in (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+        and target.dtype == "float16"
+        and target.device == "cpu"
+        and target.autocast is None
+    )
+
+
 #: Found by varguard on torch 2.13.0 (CPU): the backward of batch norm on float16 input keeps
 #: sum(dy * (x - mean)) in float16 on its generic path, so once it passes 65504 dx comes back as
 #: +-inf. The generic path is taken whenever the input and the incoming gradient are not dense
@@ -965,12 +976,7 @@ def _dy_dot_centered_overflows_fp16(case: BNCase) -> bool:
 FP16_NONCONTIGUOUS_BACKWARD_OVERFLOW = CHECKS.add_defect(
     KnownDefect(
         checks=("batchnorm.backward", "batchnorm.eval_backward", "batchnorm.mode_switching"),
-        applies_to=lambda target: (
-            target.factory in (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
-            and target.dtype == "float16"
-            and target.device == "cpu"
-            and target.autocast is None
-        ),
+        applies_to=_torch_bn_cpu_half,
         description="torch CPU batch norm backward returns inf on float16 input when the input "
         "and the incoming gradient are not dense in one memory format and sum(dy * (x - mean)) "
         "exceeds 65504 (its generic path accumulates it in float16)",
@@ -1028,12 +1034,7 @@ HALF_INVSTD_OVERFLOW = CHECKS.add_defect(
             "batchnorm.layout",
             "batchnorm.poisoned_outputs",
         ),
-        applies_to=lambda target: (
-            target.factory in (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
-            and target.dtype == "float16"
-            and target.device == "cpu"
-            and target.autocast is None
-        ),
+        applies_to=_torch_bn_cpu_half,
         description="torch CPU batch norm on float16 input with affine=False and "
         "track_running_stats=False keeps 1/sqrt(var + eps) in float16: it overflows to inf "
         "once var + eps < 2.3e-10, and a constant channel gives NaN",
