@@ -369,6 +369,31 @@ def test_fused_add_rms_norm_within_bound(dtype):
     assert _ratio(y, ref.y, tol_y) <= 1.0
 
 
+def test_one_rounding_of_the_stream_is_a_ceiling_not_a_tail():
+    """The sweeps show the fused tail's residual_out at a worst ratio of "1" (0.99999541 in
+    float32, reports/2026-12-01-sweep-norms-at-ffb4c81): the ceiling of one correct rounding, not
+    a tail a later seed could pass. Round-to-nearest errs by at most half an ulp, u 2^e, while
+    |s| > 2^e (s = 2^e is stored exactly), so error / (u |s|) < 1, with supremum 1 / (1 + u),
+    approached by a sum just past a tie above a power of two, which comes within 3u of it."""
+    u = R.Precision.of("float32").u
+    ceiling = 1 / (1 + u)
+    rng = np.random.default_rng(0)
+    n = 1_000_000
+    x = rng.standard_normal(n) * 10.0 ** rng.uniform(-15, 15, n)
+    # half the partners of comparable size (and cancelling), half at an independent scale
+    r = np.where(rng.random(n) < 0.5, x * rng.uniform(-2, 2, n), rng.standard_normal(n) * 1e3)
+    x, r = x.astype(np.float32), r.astype(np.float32)
+    stored = x + r  # numpy adds float32 with one IEEE rounding
+    exact = x.astype(np.float64) + r.astype(np.float64)
+    tol = R.residual_add_tolerance(exact, R.Precision.of("float32"))
+    assert 0.9 < _ratio(stored, exact, tol) <= ceiling
+    for k in (-20, 0, 20):
+        big, tie = np.float32(2.0**k), np.float32((2.0**-24 + 2.0**-47) * 2.0**k)
+        exact = np.float64(big) + np.float64(tie)  # rounds up, by u 2^k (1 - 2^-23): ratio 1 - 3u
+        tol = R.residual_add_tolerance(exact, R.Precision.of("float32"))
+        assert 1 - 4 * u < _ratio(np.array([big + tie]), np.array([exact]), tol) <= ceiling
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 def test_truncating_residual_store_exceeds_bound(dtype):
     """The mutant: the new stream rounded toward zero. Measured 1.97 (bf16), 1.96 (fp32)."""
