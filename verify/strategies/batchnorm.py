@@ -502,7 +502,8 @@ def dimensions(target: Target, *, max_elements: int) -> dict[str, tuple[str, ...
         x_layouts = tuple(v for v in x_layouts if v != "channels_last")
     dy_layouts = LAYOUTS if max(ranks) >= 4 else tuple(v for v in LAYOUTS if v != "channels_last")
     spatial_cap = max_elements if max(ranks) > 2 else 1
-    return {
+    fixed_track = target.options.get("fixed", {}).get("track_running_stats")
+    declared = {
         "dtype": (target.dtype,),
         "rank": tuple(f"{r}-D" for r in ranks),
         "x layout": tuple(x_layouts),
@@ -510,7 +511,7 @@ def dimensions(target: Target, *, max_elements: int) -> dict[str, tuple[str, ...
         "layout pair": _reachable_pairs(x_layouts),
         "dy law": GRAD_LAWS,
         "affine": ("True", "False"),
-        "track_running_stats": ("True", "False"),
+        "track_running_stats": ("True", "False") if fixed_track is None else (str(fixed_track),),
         "momentum": ("(0, 1)", "None (cumulative)", "0", "1"),
         "batch N edge": EDGES,
         "channels C edge": EDGES,
@@ -525,3 +526,10 @@ def dimensions(target: Target, *, max_elements: int) -> dict[str, tuple[str, ...
         "training steps before an eval": ("1", "2-9", "10+"),
         "eval backward": ("True", "False"),
     }
+    if "train" not in target.modes:
+        # An inference-only target (conv-BN folding) runs eval steps alone: no training step,
+        # no sequence of modes, no backward to reach.
+        declared["mode"] = ("eval",)
+        for dim in ("mode switches", "training steps before an eval", "eval backward"):
+            del declared[dim]
+    return declared
