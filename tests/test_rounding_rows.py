@@ -375,7 +375,8 @@ def test_one_rounding_of_the_stream_is_a_ceiling_not_a_tail():
     a tail a later seed could pass. Round-to-nearest errs by at most half an ulp, u 2^e, while
     |s| > 2^e (s = 2^e is stored exactly), so error / (u |s|) < 1, with supremum 1 / (1 + u),
     approached by a sum just past a tie above a power of two, which comes within 3u of it."""
-    u = R.Precision.of("float32").u
+    prec = R.Precision.of("float32")
+    u = prec.u
     ceiling = 1 / (1 + u)
     rng = np.random.default_rng(0)
     n = 1_000_000
@@ -385,12 +386,12 @@ def test_one_rounding_of_the_stream_is_a_ceiling_not_a_tail():
     x, r = x.astype(np.float32), r.astype(np.float32)
     stored = x + r  # numpy adds float32 with one IEEE rounding
     exact = x.astype(np.float64) + r.astype(np.float64)
-    tol = R.residual_add_tolerance(exact, R.Precision.of("float32"))
+    tol = R.residual_add_tolerance(exact, prec)
     assert 0.9 < _ratio(stored, exact, tol) <= ceiling
     for k in (-20, 0, 20):
         big, tie = np.float32(2.0**k), np.float32((2.0**-24 + 2.0**-47) * 2.0**k)
         exact = np.float64(big) + np.float64(tie)  # rounds up, by u 2^k (1 - 2^-23): ratio 1 - 3u
-        tol = R.residual_add_tolerance(exact, R.Precision.of("float32"))
+        tol = R.residual_add_tolerance(exact, prec)
         assert 1 - 4 * u < _ratio(np.array([big + tie]), np.array([exact]), tol) <= ceiling
 
 

@@ -383,6 +383,14 @@ def programs(*, max_steps: int) -> st.SearchStrategy[tuple[str, ...]]:
     )
 
 
+def fixed_argument(target: Target, name: str):
+    """The value ``target`` fixes a constructor argument to, or None: a target may fix one it has
+    no meaning without (conv-BN folding needs running statistics), with
+    options={"fixed": {"track_running_stats": True}}. Its cases and its declared coverage both
+    read it here."""
+    return target.options.get("fixed", {}).get(name)
+
+
 @st.composite
 def bn_cases(
     draw,
@@ -409,9 +417,8 @@ def bn_cases(
     x_layout, dy_layout = draw(_layout_pair(shape, x_choices))
     program = draw(programs(max_steps=max_program)) if max_program else ()
     track = draw(choose("track_running_stats", BOOLS)) if max_program or min_m == 1 else True
-    # A target may fix a constructor argument it has no meaning without (conv-BN folding needs
-    # running statistics): options={"fixed": {"track_running_stats": True}}.
-    track = target.options.get("fixed", {}).get("track_running_stats", track)
+    fixed_track = fixed_argument(target, "track_running_stats")
+    track = track if fixed_track is None else fixed_track
     if not track and math.prod(shape) // shape[1] < 2:
         track = True  # without running statistics, eval mode needs a batch's: two values at least
     return BNCase(
@@ -502,7 +509,7 @@ def dimensions(target: Target, *, max_elements: int) -> dict[str, tuple[str, ...
         x_layouts = tuple(v for v in x_layouts if v != "channels_last")
     dy_layouts = LAYOUTS if max(ranks) >= 4 else tuple(v for v in LAYOUTS if v != "channels_last")
     spatial_cap = max_elements if max(ranks) > 2 else 1
-    fixed_track = target.options.get("fixed", {}).get("track_running_stats")
+    fixed_track = fixed_argument(target, "track_running_stats")
     declared = {
         "dtype": (target.dtype,),
         "rank": tuple(f"{r}-D" for r in ranks),
